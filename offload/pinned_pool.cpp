@@ -1,0 +1,1 @@
+#include "offload/pinned_pool.h"

@@ -1,0 +1,2 @@
+// PLACEHOLDER (the host-backend helper replaces this)
+#pragma once
