@@ -1,0 +1,111 @@
+#include "offload/memory_plan.h"
+
+#include <cstdio>
+#include <limits>
+#include <sstream>
+
+#include "runtime/base/check.h"
+#include "runtime/base/units.h"
+
+namespace zoro::offload {
+
+namespace {
+const char* place_name(Place p) { return p == Place::kDevice ? "device" : "pinned host"; }
+
+std::size_t mul(std::size_t a, std::size_t b, const char* what) {
+  ZORO_CHECK(b == 0 || a <= std::numeric_limits<std::size_t>::max() / b,
+             "memory plan: " << what << " overflows 64 bits");
+  return a * b;
+}
+}  // namespace
+
+MemoryPlan::MemoryPlan(const PlanOptions& o) {
+  ZORO_CHECK(o.total_elems > 0, "memory plan: total_elems must be > 0 (no parameters)");
+  ZORO_CHECK(o.bucket_bytes > 0, "memory plan: bucket_bytes must be > 0");
+  ZORO_CHECK(o.bucket_count >= 1, "memory plan: bucket_count must be >= 1");
+  ZORO_CHECK(o.grad_wire != DType::kF32,
+             "memory plan: grad_wire must be a 16-bit type (gradients cross the link in 2 bytes)");
+  ZORO_CHECK(o.moments != DType::kF16, "memory plan: moments must be fp32 or bf16");
+  ZORO_CHECK(o.staging_chunk_elems == 0 || o.staging_chunks >= 1,
+             "memory plan: staging_chunks must be >= 1 when staging_chunk_elems is set");
+  const std::size_t p = o.total_elems;
+  const std::size_t ring = mul(o.bucket_bytes, o.bucket_count, "bucket ring");
+  lines_.push_back({"working weights (" + std::string(zoro::to_string(o.working)) + ")",
+                    Place::kDevice, mul(p, size_of(o.working), "working weights")});
+  lines_.push_back({"gradient bucket ring", Place::kDevice, ring});
+  if (o.device_reserve_bytes > 0) {
+    lines_.push_back({"trainer reserve (activations, workspace)", Place::kDevice,
+                      o.device_reserve_bytes});
+  }
+  lines_.push_back({"fp32 master weights", Place::kPinnedHost, mul(p, 4, "master weights")});
+  lines_.push_back({"Adam moments (" + std::string(zoro::to_string(o.moments)) + " x2)",
+                    Place::kPinnedHost, mul(p, 2 * size_of(o.moments), "moments")});
+  lines_.push_back({o.dpu ? "fp32 gradient accumulators (x2, DPU)" : "fp32 gradient accumulator",
+                    Place::kPinnedHost, mul(p, o.dpu ? 8 : 4, "gradient accumulator")});
+  lines_.push_back({"gradient landing zone", Place::kPinnedHost, ring});
+  const std::size_t staging_elems =
+      o.staging_chunk_elems == 0 ? p
+                                 : std::min(p, mul(o.staging_chunk_elems, o.staging_chunks,
+                                                   "staging ring"));
+  lines_.push_back({"half-precision staging", Place::kPinnedHost,
+                    mul(staging_elems, size_of(o.working), "staging")});
+}
+
+std::size_t MemoryPlan::total(Place place) const {
+  std::size_t sum = 0;
+  for (const auto& l : lines_) sum += l.place == place ? l.bytes : 0;
+  return sum;
+}
+
+std::size_t MemoryPlan::bytes_of(const std::string& category) const {
+  for (const auto& l : lines_) {
+    if (l.category == category) return l.bytes;
+  }
+  ZORO_THROW(InvalidArgument, "memory plan has no category '" << category << "'");
+}
+
+std::string MemoryPlan::describe(Place place) const {
+  std::ostringstream out;
+  bool first = true;
+  for (const auto& l : lines_) {
+    if (l.place != place) continue;
+    out << (first ? "" : ", ") << l.category << " " << format_bytes(l.bytes);
+    first = false;
+  }
+  return out.str();
+}
+
+void MemoryPlan::check_fits(std::size_t device_capacity, std::size_t host_budget) const {
+  const std::size_t dev = total(Place::kDevice);
+  const std::size_t host = total(Place::kPinnedHost);
+  if (dev > device_capacity) {
+    ZORO_THROW(OutOfMemory, "memory plan does not fit the device: needs "
+                                << format_bytes(dev) << " (" << dev << " B: "
+                                << describe(Place::kDevice) << ") but the capacity is "
+                                << format_bytes(device_capacity) << " (" << device_capacity
+                                << " B)");
+  }
+  if (host > host_budget) {
+    ZORO_THROW(OutOfMemory, "memory plan does not fit the host budget: needs "
+                                << format_bytes(host) << " (" << host << " B: "
+                                << describe(Place::kPinnedHost) << ") but the budget is "
+                                << format_bytes(host_budget) << " (" << host_budget << " B)");
+  }
+}
+
+std::string MemoryPlan::to_string() const {
+  std::ostringstream out;
+  char line[160];
+  for (const auto& l : lines_) {
+    std::snprintf(line, sizeof line, "  %-44s %-12s %12s\n", l.category.c_str(),
+                  place_name(l.place), format_bytes(l.bytes).c_str());
+    out << line;
+  }
+  std::snprintf(line, sizeof line, "  %-44s %-12s %12s\n  %-44s %-12s %12s\n", "total",
+                "device", format_bytes(total(Place::kDevice)).c_str(), "total", "pinned host",
+                format_bytes(total(Place::kPinnedHost)).c_str());
+  out << line;
+  return out.str();
+}
+
+}  // namespace zoro::offload
