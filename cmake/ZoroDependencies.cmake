@@ -2,6 +2,7 @@
 find_package(Threads REQUIRED)
 find_package(Hwloc REQUIRED)
 find_package(TBB REQUIRED COMPONENTS tbb)
+find_package(tomlplusplus 3 REQUIRED)  # config files
 
 # CUDA: AUTO enables it when a CUDA compiler is found; ON demands it.
 set(ZORO_HAS_CUDA OFF)
