@@ -132,6 +132,14 @@ class Stream {
   // memory from this Device (the host backend checks every range); pageable memory is refused
   // with InvalidArgument, because on CUDA it would silently serialise. Ranges must not overlap.
   virtual void copy_async(void* dst, const void* src, std::size_t bytes) = 0;
+  // copy_async that names the copy in traces ("d2h bucket 3"; a plain copy_async is traced as
+  // "copy <bytes> B"), so tests can find a given copy among the trace's records. The same
+  // contract otherwise; a backend that keeps no trace may ignore the label (the default).
+  virtual void copy_async_labelled(std::string label, void* dst, const void* src,
+                                   std::size_t bytes) {
+    (void)label;
+    copy_async(dst, src, bytes);
+  }
   // Sets `bytes` of device or pinned memory to `value`, in stream order.
   virtual void memset_async(void* dst, int value, std::size_t bytes) = 0;
   // Makes later work on this stream wait for `event`'s version current at this call.
