@@ -7,11 +7,9 @@
 
 namespace zoro::offload {
 
-ParamId FlatLayout::add(std::string name, std::vector<std::int64_t> shape) {
-  ZORO_CHECK(!name.empty(), "parameter name is empty");
-  ZORO_CHECK(!by_name_.contains(name), "parameter '" << name << "' is registered twice");
+std::size_t FlatLayout::checked_numel(const std::string& name,
+                                      const std::vector<std::int64_t>& shape) {
   ZORO_CHECK(!shape.empty(), "parameter '" << name << "' has an empty shape");
-  ZORO_CHECK(slots_.size() < std::numeric_limits<std::uint32_t>::max(), "too many parameters");
   std::size_t numel = 1;
   for (std::size_t d = 0; d < shape.size(); ++d) {
     ZORO_CHECK(shape[d] >= 1, "parameter '" << name << "': dimension " << d << " is " << shape[d]
@@ -21,6 +19,14 @@ ParamId FlatLayout::add(std::string name, std::vector<std::int64_t> shape) {
                "parameter '" << name << "': size overflows (more than 2^48 elements)");
     numel *= dim;
   }
+  return numel;
+}
+
+ParamId FlatLayout::add(std::string name, std::vector<std::int64_t> shape) {
+  ZORO_CHECK(!name.empty(), "parameter name is empty");
+  ZORO_CHECK(!by_name_.contains(name), "parameter '" << name << "' is registered twice");
+  ZORO_CHECK(slots_.size() < std::numeric_limits<std::uint32_t>::max(), "too many parameters");
+  const std::size_t numel = checked_numel(name, shape);
   const std::size_t offset = total_elems_;
   ZORO_CHECK(offset + numel < (std::size_t{1} << 52), "flat parameter space overflows");
   const ParamId id{static_cast<std::uint32_t>(slots_.size())};

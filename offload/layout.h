@@ -42,6 +42,10 @@ class FlatLayout {
   // shape, a dimension < 1, or a size that overflows.
   ParamId add(std::string name, std::vector<std::int64_t> shape);
 
+  // The element count of `shape`, validated as add() validates it (InvalidArgument naming
+  // `name` for an empty shape, a dimension < 1 or an overflow).
+  static std::size_t checked_numel(const std::string& name, const std::vector<std::int64_t>& shape);
+
   std::size_t size() const { return slots_.size(); }
   const ParamSlot& slot(ParamId id) const;
   // Throws InvalidArgument naming the parameter when absent.

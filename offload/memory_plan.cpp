@@ -23,9 +23,12 @@ MemoryPlan::MemoryPlan(const PlanOptions& o) {
   ZORO_CHECK(o.total_elems > 0, "memory plan: total_elems must be > 0 (no parameters)");
   ZORO_CHECK(o.bucket_bytes > 0, "memory plan: bucket_bytes must be > 0");
   ZORO_CHECK(o.bucket_count >= 1, "memory plan: bucket_count must be >= 1");
-  ZORO_CHECK(o.grad_wire != DType::kF32,
-             "memory plan: grad_wire must be a 16-bit type (gradients cross the link in 2 bytes)");
+  ZORO_CHECK(o.grad_wire != DType::kF32 || o.working == DType::kF32,
+             "memory plan: grad_wire fp32 needs fp32 working weights (mixed precision moves "
+             "gradients in 16 bits)");
   ZORO_CHECK(o.moments != DType::kF16, "memory plan: moments must be fp32 or bf16");
+  ZORO_CHECK(o.optimizer_states >= 1 && o.optimizer_states <= 2,
+             "memory plan: optimizer_states must be 1 or 2");
   ZORO_CHECK(o.staging_chunk_elems == 0 || o.staging_chunks >= 1,
              "memory plan: staging_chunks must be >= 1 when staging_chunk_elems is set");
   const std::size_t p = o.total_elems;
@@ -38,8 +41,10 @@ MemoryPlan::MemoryPlan(const PlanOptions& o) {
                       o.device_reserve_bytes});
   }
   lines_.push_back({"fp32 master weights", Place::kPinnedHost, mul(p, 4, "master weights")});
-  lines_.push_back({"Adam moments (" + std::string(zoro::to_string(o.moments)) + " x2)",
-                    Place::kPinnedHost, mul(p, 2 * size_of(o.moments), "moments")});
+  const auto states = static_cast<std::size_t>(o.optimizer_states);
+  lines_.push_back({"optimizer state (" + std::string(zoro::to_string(o.moments)) + " x" +
+                        std::to_string(states) + ")",
+                    Place::kPinnedHost, mul(p, states * size_of(o.moments), "optimizer state")});
   lines_.push_back({o.dpu ? "fp32 gradient accumulators (x2, DPU)" : "fp32 gradient accumulator",
                     Place::kPinnedHost, mul(p, o.dpu ? 8 : 4, "gradient accumulator")});
   lines_.push_back({"gradient landing zone", Place::kPinnedHost, ring});
@@ -47,8 +52,10 @@ MemoryPlan::MemoryPlan(const PlanOptions& o) {
       o.staging_chunk_elems == 0 ? p
                                  : std::min(p, mul(o.staging_chunk_elems, o.staging_chunks,
                                                    "staging ring"));
-  lines_.push_back({"half-precision staging", Place::kPinnedHost,
-                    mul(staging_elems, size_of(o.working), "staging")});
+  if (o.working != DType::kF32) {
+    lines_.push_back({"half-precision staging", Place::kPinnedHost,
+                      mul(staging_elems, size_of(o.working), "staging")});
+  }
 }
 
 std::size_t MemoryPlan::total(Place place) const {

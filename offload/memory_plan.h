@@ -8,7 +8,7 @@
 //                accumulator (two with DPU: step n's update reads one while step n+1's
 //                backward fills the other), the landing zone of the bucket ring, and the
 //                half-precision staging of the copy back (the whole model, or a ring of
-//                chunks)
+//                chunks; none for fp32 working weights, which are copied from the master)
 #pragma once
 
 #include <cstddef>
@@ -24,6 +24,7 @@ struct PlanOptions {
   DType working = DType::kBF16;          // weights on the device
   DType grad_wire = DType::kBF16;        // gradient buckets on the device and across the link
   DType moments = DType::kF32;           // fp32 or bf16
+  int optimizer_states = 2;              // per-element state tensors: Adam 2, Adagrad/Lion 1
   std::size_t bucket_bytes = 0;          // one gradient bucket
   std::size_t bucket_count = 0;          // the ring
   bool dpu = false;                      // delayed parameter update

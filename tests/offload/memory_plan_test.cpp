@@ -24,7 +24,7 @@ TEST(MemoryPlan, BytesPerCategoryFollowTheDesignTable) {
   EXPECT_EQ(plan.bytes_of("working weights (bf16)"), 2 * p);
   EXPECT_EQ(plan.bytes_of("gradient bucket ring"), 16 * kMiB);
   EXPECT_EQ(plan.bytes_of("fp32 master weights"), 4 * p);
-  EXPECT_EQ(plan.bytes_of("Adam moments (fp32 x2)"), 8 * p);
+  EXPECT_EQ(plan.bytes_of("optimizer state (fp32 x2)"), 8 * p);
   EXPECT_EQ(plan.bytes_of("fp32 gradient accumulator"), 4 * p);
   EXPECT_EQ(plan.bytes_of("half-precision staging"), 2 * p);
   EXPECT_EQ(plan.total(Place::kDevice), 2 * p + 16 * kMiB);
@@ -39,7 +39,7 @@ TEST(MemoryPlan, OptionsChangeTheLines) {
   o.staging_chunks = 3;
   o.device_reserve_bytes = 123;
   const MemoryPlan plan(o);
-  EXPECT_EQ(plan.bytes_of("Adam moments (bf16 x2)"), 4'000'000u);
+  EXPECT_EQ(plan.bytes_of("optimizer state (bf16 x2)"), 4'000'000u);
   EXPECT_EQ(plan.bytes_of("fp32 gradient accumulators (x2, DPU)"), 8'000'000u);
   EXPECT_EQ(plan.bytes_of("half-precision staging"), 6000u);
   EXPECT_EQ(plan.bytes_of("trainer reserve (activations, workspace)"), 123u);
@@ -85,7 +85,7 @@ TEST(MemoryPlan, BadOptionsNameTheField) {
   expect_error(o, "bucket_count");
   o = gpt_like();
   o.grad_wire = DType::kF32;
-  expect_error(o, "grad_wire");
+  expect_error(o, "grad_wire fp32 needs fp32 working weights");
   o = gpt_like();
   o.moments = DType::kF16;
   expect_error(o, "moments");

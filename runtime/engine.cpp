@@ -1,0 +1,906 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <optional>
+
+#include "offload/grad_fold.h"
+#include "offload/optim/cpu_executor.h"
+#include "offload/optim/cpu_optimizer.h"
+#include "runtime/base/check.h"
+#include "runtime/base/half.h"
+#include "runtime/base/units.h"
+#include "runtime/checkpoint.h"
+#include "runtime/device/trace.h"
+#include "runtime/loss_scaler.h"
+
+namespace zoro {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+constexpr std::size_t kSlotAlignBytes = 256;
+
+int optimizer_states(OptimizerKind kind) {
+  return kind == OptimizerKind::kAdam || kind == OptimizerKind::kAdamW ? 2 : 1;
+}
+
+// fp32 -> the working dtype's bits, and back.
+void round_to(DType dtype, const float* src, void* dst, std::size_t n) {
+  switch (dtype) {
+    case DType::kF32: std::memcpy(dst, src, n * 4); return;
+    case DType::kBF16: {
+      auto* d = static_cast<std::uint16_t*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      return;
+    }
+    case DType::kF16: {
+      auto* d = static_cast<std::uint16_t*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = float_to_fp16(src[i]);
+      return;
+    }
+  }
+}
+
+std::vector<float> widen(DType dtype, const void* src, std::size_t n) {
+  std::vector<float> out(n);
+  switch (dtype) {
+    case DType::kF32: std::memcpy(out.data(), src, n * 4); break;
+    case DType::kBF16:
+      for (std::size_t i = 0; i < n; ++i) out[i] = bf16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      break;
+    case DType::kF16:
+      for (std::size_t i = 0; i < n; ++i) out[i] = fp16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      break;
+  }
+  return out;
+}
+
+// What an update produced; filled on the thread that ran it.
+struct UpdateOutcome {
+  bool applied = false;
+  bool overflow = false;
+  double grad_norm = 0;
+  double clip_factor = 1;
+  double update_ms = 0;
+  double wait_folds_ms = 0;
+  std::size_t bytes_h2d = 0;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  Config cfg;
+  std::unique_ptr<device::Device> owned_device;
+  device::Device* dev = nullptr;
+  offload::FlatLayout layout;
+  std::vector<std::vector<float>> init_values;  // per parameter, until finalize
+  std::optional<offload::MemoryPlan> plan;
+  bool finalized = false;
+
+  std::unique_ptr<device::Stream> compute, d2h, fold, h2d;
+  device::Trace own_trace;  // host-worker spans when the device keeps no trace (CUDA)
+  device::Trace* trace = nullptr;
+
+  // Device memory.
+  device::Buffer working;  // total_elems x size_of(dtype)
+  device::Buffer buckets;  // bucket_count x bucket_bytes
+  // Pinned host memory (flat, indexed like the layout).
+  device::Buffer master, state0, state1, staging, landing;
+  device::Buffer acc[2];
+
+  // The bucket ring (trainer thread only, but for the events).
+  struct Segment {
+    ParamId param;
+    std::size_t byte_offset = 0;
+    bool ready = false;
+  };
+  struct Bucket {
+    std::size_t fill_bytes = 0;
+    std::vector<Segment> segments;
+    std::unique_ptr<device::Event> sealed, copied, folded;
+  };
+  std::vector<Bucket> ring;
+  int open_bucket = -1;
+  std::uint64_t buckets_used = 0;
+
+  // Per parameter (trainer thread): the step serial that last slotted / folded it, and the
+  // micro-step serial that last slotted it.
+  std::vector<std::uint64_t> touched_serial;   // first contribution in step `serial`
+  std::vector<std::uint64_t> slotted_micro;    // slotted in micro-step `micro_serial`
+  std::vector<std::uint64_t> norm_serial;      // the norm was computed in the last micro-step
+
+  // Per accumulator parity: written by folds, read by the update after the fold event.
+  std::vector<double> norm_sq[2];
+  bool non_finite[2] = {false, false};
+  std::unique_ptr<device::Event> folds_done[2];
+
+  // Step state (trainer thread).
+  bool in_micro_step = false;
+  int micro_step = 0;               // 1..grad_accum_steps while in a step
+  std::uint64_t step_serial = 1;    // the optimizer step being accumulated (1-based)
+  std::uint64_t micro_serial = 0;
+  std::int64_t steps_done = 0;      // optimizer steps ended (applied or skipped)
+  std::size_t bytes_d2h_micro = 0;
+
+  // Optimizer state.
+  std::unique_ptr<optim::CpuExecutor> executor;
+  std::int64_t optimizer_t = 0;     // applied updates (bias correction); updater-owned
+  mutable std::mutex scaler_mutex;
+  std::unique_ptr<LossScaler> scaler;
+
+  // H2D: the last upload's completion, and the compute-side boundary event.
+  std::unique_ptr<device::Event> h2d_done, boundary;
+  // DPU: the update running on the updater thread.
+  std::optional<std::future<UpdateOutcome>> running;
+  UpdateOutcome last_outcome;
+
+  // DPU uploads (Note [DPU uploads]): the flat space in a fixed grid of chunks; a chunk's new
+  // weights go up once the update has written it AND the current step's backward has released
+  // every parameter overlapping it. Guarded by upload_mutex (trainer and updater threads).
+  std::mutex upload_mutex;
+  std::vector<optim::Range> chunks;
+  std::vector<std::vector<std::uint32_t>> chunks_of_param;
+  std::vector<int> params_in_chunk;
+  struct ChunkState {
+    bool updated = false;
+    int unreleased = 0;
+    bool uploaded = true;
+  };
+  std::vector<ChunkState> chunk_state;
+  std::vector<std::unique_ptr<device::Event>> released;  // per chunk, on the compute stream
+  bool uploads_armed = false;     // an update's chunks are awaiting upload
+  std::size_t uploaded_bytes = 0;  // by the armed update so far
+
+  // Accumulator parity of a step: DPU alternates two accumulators (Note [DPU]).
+  int parity_of(std::uint64_t serial) const { return cfg.dpu ? static_cast<int>(serial & 1) : 0; }
+  std::size_t wbytes() const { return size_of(cfg.dtype); }
+  std::size_t gbytes() const { return size_of(cfg.grad_dtype); }
+  bool half_working() const { return cfg.dtype != DType::kF32; }
+  std::size_t total() const { return layout.total_elems(); }
+
+  void require_finalized(const char* what) const {
+    ZORO_CHECK(finalized, what << ": the engine is not finalized (call finalize() first)");
+  }
+
+  offload::PlanOptions plan_options() const {
+    offload::PlanOptions o;
+    o.total_elems = std::max<std::size_t>(total(), offload::kFlatAlignElems);
+    o.working = cfg.dtype;
+    o.grad_wire = cfg.grad_dtype;
+    o.moments = cfg.moments;
+    o.optimizer_states = optimizer_states(cfg.optimizer);
+    o.bucket_bytes = cfg.bucket_bytes;
+    o.bucket_count = static_cast<std::size_t>(cfg.bucket_count);
+    o.dpu = cfg.dpu;
+    return o;
+  }
+
+  // ---- gradient path (Note [Gradient path]) ----
+
+  std::byte* bucket_device(int index) {
+    return buckets.as<std::byte>() + static_cast<std::size_t>(index) * cfg.bucket_bytes;
+  }
+  std::byte* bucket_landing(int index) {
+    return landing.as<std::byte>() + static_cast<std::size_t>(index) * cfg.bucket_bytes;
+  }
+
+  void open_next_bucket() {
+    const int index = static_cast<int>(buckets_used++ % ring.size());
+    Bucket& b = ring[static_cast<std::size_t>(index)];
+    // The device bucket is free once its previous copy completed: a GPU-side wait, a no-op
+    // unless the ring has wrapped around onto a copy still in flight.
+    compute->wait(*b.copied);
+    b.fill_bytes = 0;
+    b.segments.clear();
+    open_bucket = index;
+  }
+
+  void seal_open_bucket(bool last_micro_step) {
+    if (open_bucket < 0) return;
+    const int index = open_bucket;
+    open_bucket = -1;
+    Bucket& b = ring[static_cast<std::size_t>(index)];
+    if (b.segments.empty()) return;
+    const int parity = parity_of(step_serial);
+    std::vector<offload::FoldSegment> segs;
+    std::vector<ParamId> params;
+    for (const Segment& s : b.segments) {
+      const auto& slot = layout.slot(s.param);
+      ZORO_CHECK(s.ready, "the gradient of '" << slot.name
+                                              << "' was requested with grad_slot() but "
+                                                 "grads_ready() was never called for it");
+      offload::FoldSegment f;
+      f.bucket_elem = s.byte_offset / gbytes();
+      f.flat_offset = slot.offset;
+      f.elems = slot.numel;
+      f.first = touched_serial[s.param.value] != step_serial;
+      f.want_norm = last_micro_step;
+      touched_serial[s.param.value] = step_serial;
+      if (last_micro_step) norm_serial[s.param.value] = step_serial;
+      segs.push_back(f);
+      params.push_back(s.param);
+    }
+    b.sealed->record(*compute);
+    d2h->wait(*b.sealed);
+    d2h->wait(*b.folded);  // the landing zone is free once its previous fold is done
+    d2h->copy_async_labelled("d2h bucket " + std::to_string(index), bucket_landing(index),
+                             bucket_device(index), b.fill_bytes);
+    b.copied->record(*d2h);
+    bytes_d2h_micro += b.fill_bytes;
+    fold->wait(*b.copied);
+    float* accumulator = acc[parity].as<float>();
+    const void* src = bucket_landing(index);
+    const DType wire = cfg.grad_dtype;
+    fold->launch_host_fn(
+        "fold bucket " + std::to_string(index),
+        [this, segs = std::move(segs), params = std::move(params), accumulator, src, wire,
+         parity] {
+          for (std::size_t i = 0; i < segs.size(); ++i) {
+            const auto r = offload::fold_segment(src, wire, segs[i], accumulator);
+            if (segs[i].want_norm) norm_sq[parity][params[i].value] = r.sum_squares;
+            non_finite[parity] = non_finite[parity] || r.non_finite;
+          }
+        });
+    b.folded->record(*fold);
+  }
+
+  // ---- the update (Note [Step]) ----
+
+  struct UpdateJob {
+    int parity = 0;
+    std::uint64_t serial = 0;
+    std::vector<ParamId> untouched;  // no gradient this step: zero gradient
+    std::vector<ParamId> need_norm;  // gradient from earlier micro-steps only
+    bool upload_per_chunk = false;   // synchronous mode: copy each chunk up as it is done
+  };
+
+  UpdateJob make_job(bool upload_per_chunk) {
+    UpdateJob job;
+    job.parity = parity_of(step_serial);
+    job.serial = step_serial;
+    job.upload_per_chunk = upload_per_chunk;
+    for (const auto& slot : layout.slots()) {
+      if (touched_serial[slot.id.value] != step_serial) {
+        job.untouched.push_back(slot.id);
+      } else if (norm_serial[slot.id.value] != step_serial) {
+        job.need_norm.push_back(slot.id);
+      }
+    }
+    return job;
+  }
+
+  const void* upload_source() {
+    return half_working() ? staging.data() : master.data();
+  }
+
+  UpdateOutcome run_update(const UpdateJob& job) {
+    UpdateOutcome out;
+    const auto t_wait = Clock::now();
+    folds_done[job.parity]->synchronize();
+    out.wait_folds_ms = ms_since(t_wait);
+    const auto t0 = Clock::now();
+    auto span = trace->begin();
+    float* a = acc[job.parity].as<float>();
+    auto& norms = norm_sq[job.parity];
+    for (ParamId p : job.untouched) {
+      const auto& s = layout.slot(p);
+      std::fill(a + s.offset, a + s.end(), 0.f);
+      norms[p.value] = 0;
+    }
+    for (ParamId p : job.need_norm) {
+      const auto& s = layout.slot(p);
+      norms[p.value] = offload::sum_squares(a + s.offset, s.numel);
+    }
+    double total_sq = 0;
+    for (double v : norms) total_sq += v;  // registration order: independent of buckets
+    const bool non_finite_seen = non_finite[job.parity];
+    non_finite[job.parity] = false;
+    double scale = 1;
+    {
+      std::lock_guard lock(scaler_mutex);
+      scale = scaler->scale();
+      out.grad_norm = std::sqrt(total_sq) / scale;
+      out.overflow = non_finite_seen || !std::isfinite(out.grad_norm);
+      out.applied = scaler->update(out.overflow);
+    }
+    if (!out.applied) {
+      out.update_ms = ms_since(t0);
+      trace->end(span, "cpu-update", "skipped step (overflow)");
+      return out;
+    }
+    if (cfg.clip_norm > 0) {
+      out.clip_factor = std::min(1.0, cfg.clip_norm / (out.grad_norm + 1e-6));
+    }
+    ++optimizer_t;
+    // The staging buffer (or, for fp32, the master) is the source of the previous upload:
+    // it may be overwritten only once that copy is complete.
+    h2d_done->synchronize();
+    const optim::StepInfo info{optimizer_t, static_cast<float>(out.clip_factor / scale)};
+    const std::size_t n = total();
+    const optim::Range all{0, n};
+    const std::size_t wb = wbytes();
+    optim::Tensor half_out{};
+    if (half_working()) half_out = {staging.data(), n, cfg.dtype};
+    const optim::ConstTensor grad{a, n, DType::kF32};
+    std::size_t chunk_index = 0;
+    optim::ChunkDone on_chunk = [&](optim::Range chunk) {
+      const std::string k = std::to_string(chunk_index++);
+      trace->end(span, "cpu-update", "update chunk " + k);
+      span = trace->begin();
+      if (!job.upload_per_chunk) return;
+      h2d->copy_async_labelled("h2d chunk " + k, working.as<std::byte>() + chunk.begin * wb,
+                               static_cast<const std::byte*>(upload_source()) + chunk.begin * wb,
+                               chunk.size() * wb);
+      out.bytes_h2d += chunk.size() * wb;
+    };
+    if (job.upload_per_chunk) h2d->wait(*boundary);  // backward has stopped reading weights
+    std::span<float> master_span(master.as<float>(), n);
+    const DType sd = cfg.moments;
+    // Synchronous: one call over everything, in chunks, each copied up as it is done. DPU:
+    // the chunks in reverse order, since backward releases the last parameters first (Note
+    // [DPU uploads]), each reported to the upload pipeline.
+    std::vector<std::pair<optim::Range, std::size_t>> calls;
+    if (job.upload_per_chunk) {
+      calls.push_back({all, cfg.chunk_elems});
+    } else {
+      for (std::size_t k = chunks.size(); k-- > 0;) calls.push_back({chunks[k], 0});
+    }
+    for (const auto& [range, chunk_elems] : calls) {
+      if (!job.upload_per_chunk) {
+        const std::size_t k = range.begin / cfg.chunk_elems;
+        on_chunk = [&, k](optim::Range) {
+          trace->end(span, "cpu-update", "update chunk " + std::to_string(k));
+          span = trace->begin();
+          chunk_updated(k);
+        };
+      }
+      run_optimizer(info, master_span, sd, grad, half_out, range, chunk_elems, on_chunk);
+    }
+    if (job.upload_per_chunk) h2d_done->record(*h2d);
+    trace->end(span, "cpu-update", "update end");
+    out.update_ms = ms_since(t0);
+    return out;
+  }
+
+  void run_optimizer(const optim::StepInfo& info, std::span<float> master_span, DType sd,
+                     const optim::ConstTensor& grad, const optim::Tensor& half_out,
+                     optim::Range range, std::size_t chunk_elems,
+                     const optim::ChunkDone& on_chunk) {
+    const std::size_t n = total();
+    switch (cfg.optimizer) {
+      case OptimizerKind::kAdam:
+      case OptimizerKind::kAdamW: {
+        optim::AdamConfig c;
+        c.lr = static_cast<float>(cfg.lr);
+        c.beta1 = static_cast<float>(cfg.beta1);
+        c.beta2 = static_cast<float>(cfg.beta2);
+        c.eps = static_cast<float>(cfg.eps);
+        c.weight_decay = static_cast<float>(cfg.weight_decay);
+        c.decoupled_weight_decay = cfg.optimizer == OptimizerKind::kAdamW;
+        optim::AdamBuffers b{master_span, {state0.data(), n, sd}, {state1.data(), n, sd}, grad,
+                             half_out};
+        optim::adam_step(*executor, c, info, b, range, chunk_elems, on_chunk);
+        break;
+      }
+      case OptimizerKind::kAdagrad: {
+        optim::AdagradConfig c;
+        c.lr = static_cast<float>(cfg.lr);
+        c.eps = static_cast<float>(cfg.eps);
+        c.weight_decay = static_cast<float>(cfg.weight_decay);
+        optim::AdagradBuffers b{master_span, {state0.data(), n, sd}, grad, half_out};
+        optim::adagrad_step(*executor, c, info, b, range, chunk_elems, on_chunk);
+        break;
+      }
+      case OptimizerKind::kLion: {
+        optim::LionConfig c;
+        c.lr = static_cast<float>(cfg.lr);
+        c.beta1 = static_cast<float>(cfg.beta1);
+        c.beta2 = static_cast<float>(cfg.beta2);
+        c.weight_decay = static_cast<float>(cfg.weight_decay);
+        optim::LionBuffers b{master_span, {state0.data(), n, sd}, grad, half_out};
+        optim::lion_step(*executor, c, info, b, range, chunk_elems, on_chunk);
+        break;
+      }
+    }
+  }
+
+  // ---- DPU uploads (Note [DPU uploads]) ----
+
+  void build_chunk_grid() {
+    const std::size_t n = total();
+    for (std::size_t b = 0; b < n; b += cfg.chunk_elems) {
+      chunks.push_back({b, std::min(n, b + cfg.chunk_elems)});
+    }
+    params_in_chunk.assign(chunks.size(), 0);
+    chunks_of_param.assign(layout.size(), {});
+    for (const auto& slot : layout.slots()) {
+      const std::size_t first = slot.offset / cfg.chunk_elems;
+      const std::size_t last = (slot.end() - 1) / cfg.chunk_elems;
+      for (std::size_t k = first; k <= last; ++k) {
+        chunks_of_param[slot.id.value].push_back(static_cast<std::uint32_t>(k));
+        ++params_in_chunk[k];
+      }
+    }
+    chunk_state.assign(chunks.size(), ChunkState{});
+    for (std::size_t k = 0; k < chunks.size(); ++k) released.push_back(dev->create_event());
+  }
+
+  // Before launching a DPU update: every chunk waits for its update and its release.
+  void arm_uploads(bool already_updated) {
+    std::lock_guard lock(upload_mutex);
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      chunk_state[k] = ChunkState{already_updated, params_in_chunk[k], false};
+    }
+    uploads_armed = true;
+    uploaded_bytes = 0;
+  }
+
+  void enqueue_upload_locked(std::size_t k, const device::Event& after) {
+    const std::size_t wb = wbytes();
+    const optim::Range c = chunks[k];
+    h2d->wait(after);
+    h2d->copy_async_labelled("h2d chunk " + std::to_string(k) + " (dpu)",
+                             working.as<std::byte>() + c.begin * wb,
+                             static_cast<const std::byte*>(upload_source()) + c.begin * wb,
+                             c.size() * wb);
+    chunk_state[k].uploaded = true;
+    uploaded_bytes += c.size() * wb;
+  }
+
+  // Updater thread: chunk k of the update is written.
+  void chunk_updated(std::size_t k) {
+    std::lock_guard lock(upload_mutex);
+    ChunkState& c = chunk_state[k];
+    c.updated = true;
+    if (c.unreleased == 0 && !c.uploaded) enqueue_upload_locked(k, *released[k]);
+  }
+
+  // Trainer thread, last micro-step: p's weights are no longer read by this step.
+  void release_param(ParamId p) {
+    std::lock_guard lock(upload_mutex);
+    if (!uploads_armed) return;
+    for (std::uint32_t k : chunks_of_param[p.value]) {
+      ChunkState& c = chunk_state[k];
+      if (--c.unreleased > 0) continue;
+      released[k]->record(*compute);
+      if (c.updated && !c.uploaded) enqueue_upload_locked(k, *released[k]);
+    }
+  }
+
+  // Trainer thread, after the armed update finished and `boundary` was recorded: uploads what
+  // is left (chunks of parameters without a gradient this step wait for the boundary), and
+  // makes the next forward wait for every upload. Returns the bytes uploaded for the update.
+  std::size_t finish_uploads() {
+    std::lock_guard lock(upload_mutex);
+    if (!uploads_armed) return 0;
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      if (chunk_state[k].uploaded) continue;
+      ZORO_ASSERT(chunk_state[k].updated);
+      enqueue_upload_locked(k, chunk_state[k].unreleased == 0 ? *released[k] : *boundary);
+    }
+    uploads_armed = false;
+    h2d_done->record(*h2d);
+    compute->wait(*h2d_done);
+    return uploaded_bytes;
+  }
+
+  UpdateOutcome collect_running() {
+    if (!running) return {};
+    UpdateOutcome out = running->get();  // rethrows the updater's error
+    running.reset();
+    if (!out.applied) {
+      // A skipped update changed no weight: nothing to upload.
+      std::lock_guard lock(upload_mutex);
+      uploads_armed = false;
+    }
+    return out;
+  }
+
+  void drain() {
+    if (running) last_outcome = collect_running();
+    if (uploads_armed) {
+      boundary->record(*compute);
+      finish_uploads();
+    }
+    fold->synchronize();
+    d2h->synchronize();
+    h2d->synchronize();
+    compute->synchronize();
+  }
+};
+
+// ---- construction and registration ------------------------------------------------------
+
+Engine::Engine(Config config) : impl_(std::make_unique<Impl>()) {
+  config.validate();
+  impl_->cfg = std::move(config);
+  impl_->owned_device = device::open_device(impl_->cfg.device);
+  impl_->dev = impl_->owned_device.get();
+}
+
+Engine::Engine(Config config, device::Device& device) : impl_(std::make_unique<Impl>()) {
+  config.validate();
+  impl_->cfg = std::move(config);
+  impl_->dev = &device;
+}
+
+Engine::~Engine() {
+  try {
+    if (impl_->finalized) impl_->drain();
+  } catch (const std::exception& e) {
+    ZORO_LOG(kError) << "engine shutdown: " << e.what();
+  }
+}
+
+ParamId Engine::add_parameter(std::string name, std::vector<std::int64_t> shape,
+                              std::span<const float> init) {
+  ZORO_CHECK(!impl_->finalized, "add_parameter('" << name << "') after finalize()");
+  const std::size_t numel = offload::FlatLayout::checked_numel(name, shape);
+  ZORO_CHECK(init.size() == numel, "parameter '" << name << "' has " << numel
+                                                 << " elements but " << init.size()
+                                                 << " initial values were given");
+  const ParamId id = impl_->layout.add(std::move(name), std::move(shape));
+  impl_->init_values.emplace_back(init.begin(), init.end());
+  return id;
+}
+
+ParamId Engine::add_parameter(std::string name, std::vector<std::int64_t> shape,
+                              const std::function<void(std::span<float>)>& init) {
+  ZORO_CHECK(static_cast<bool>(init), "add_parameter('" << name << "'): no init function");
+  std::vector<float> values(offload::FlatLayout::checked_numel(name, shape));
+  init(values);
+  return add_parameter(std::move(name), std::move(shape), values);
+}
+
+offload::MemoryPlan Engine::preview_plan() const { return offload::MemoryPlan(impl_->plan_options()); }
+
+void Engine::finalize() {
+  Impl& m = *impl_;
+  ZORO_CHECK(!m.finalized, "finalize() called twice");
+  ZORO_CHECK(m.layout.size() > 0, "finalize(): no parameters registered");
+  for (const auto& slot : m.layout.slots()) {
+    const std::size_t bytes = align_up(slot.numel * m.gbytes(), kSlotAlignBytes);
+    ZORO_CHECK(bytes <= m.cfg.bucket_bytes,
+               "parameter '" << slot.name << "' needs a " << format_bytes(bytes)
+                             << " gradient slot but offload.bucket_bytes is "
+                             << format_bytes(m.cfg.bucket_bytes)
+                             << "; raise bucket_bytes to at least the largest parameter");
+  }
+  m.plan.emplace(m.plan_options());
+  m.plan->check_fits(m.dev->info().memory_capacity_bytes, m.cfg.effective_host_budget());
+  ZORO_LOG(kInfo) << "memory plan:\n" << m.plan->to_string();
+
+  using device::MemoryKind;
+  const std::size_t n = m.total();
+  m.compute = m.dev->create_stream({"compute", device::StreamPriority::kHigh});
+  m.d2h = m.dev->create_stream({"d2h", device::StreamPriority::kNormal});
+  m.fold = m.dev->create_stream({"fold", device::StreamPriority::kNormal});
+  m.h2d = m.dev->create_stream({"h2d", device::StreamPriority::kNormal});
+  m.trace = m.dev->trace() != nullptr ? m.dev->trace() : &m.own_trace;
+  if (m.cfg.trace) m.trace->set_enabled(true);
+
+  m.working = m.dev->allocate(MemoryKind::kDevice, n * m.wbytes());
+  m.buckets = m.dev->allocate(MemoryKind::kDevice,
+                              m.cfg.bucket_bytes * static_cast<std::size_t>(m.cfg.bucket_count));
+  m.master = m.dev->allocate(MemoryKind::kPinnedHost, n * 4);
+  const std::size_t state_bytes = n * size_of(m.cfg.moments);
+  m.state0 = m.dev->allocate(MemoryKind::kPinnedHost, state_bytes);
+  std::memset(m.state0.data(), 0, state_bytes);
+  if (optimizer_states(m.cfg.optimizer) == 2) {
+    m.state1 = m.dev->allocate(MemoryKind::kPinnedHost, state_bytes);
+    std::memset(m.state1.data(), 0, state_bytes);
+  }
+  for (int i = 0; i < (m.cfg.dpu ? 2 : 1); ++i) {
+    m.acc[i] = m.dev->allocate(MemoryKind::kPinnedHost, n * 4);
+    std::memset(m.acc[i].data(), 0, n * 4);
+  }
+  m.landing = m.dev->allocate(MemoryKind::kPinnedHost,
+                              m.cfg.bucket_bytes * static_cast<std::size_t>(m.cfg.bucket_count));
+  if (m.half_working()) m.staging = m.dev->allocate(MemoryKind::kPinnedHost, n * m.wbytes());
+
+  float* master = m.master.as<float>();
+  std::memset(master, 0, n * 4);  // padding stays zero (Note [Flat alignment])
+  for (const auto& slot : m.layout.slots()) {
+    std::copy(m.init_values[slot.id.value].begin(), m.init_values[slot.id.value].end(),
+              master + slot.offset);
+  }
+  m.init_values.clear();
+  m.init_values.shrink_to_fit();
+  if (m.half_working()) round_to(m.cfg.dtype, master, m.staging.data(), n);
+
+  m.ring.resize(static_cast<std::size_t>(m.cfg.bucket_count));
+  for (auto& b : m.ring) {
+    b.sealed = m.dev->create_event();
+    b.copied = m.dev->create_event();
+    b.folded = m.dev->create_event();
+  }
+  const std::size_t params = m.layout.size();
+  m.touched_serial.assign(params, 0);
+  m.slotted_micro.assign(params, 0);
+  m.norm_serial.assign(params, 0);
+  for (int i = 0; i < 2; ++i) {
+    m.norm_sq[i].assign(params, 0.0);
+    m.folds_done[i] = m.dev->create_event();
+  }
+  m.h2d_done = m.dev->create_event();
+  m.boundary = m.dev->create_event();
+  m.build_chunk_grid();
+  m.executor = std::make_unique<optim::CpuExecutor>(
+      optim::CpuExecutor::Options{m.cfg.cpu_threads, m.dev->info().numa_node});
+  m.scaler = std::make_unique<LossScaler>(m.cfg.loss_scale, m.cfg.uses_loss_scaling());
+
+  m.h2d->copy_async(m.working.data(), m.upload_source(), n * m.wbytes());
+  m.h2d_done->record(*m.h2d);
+  m.compute->wait(*m.h2d_done);
+  m.h2d->synchronize();
+  m.finalized = true;
+}
+
+bool Engine::finalized() const { return impl_->finalized; }
+
+const offload::MemoryPlan& Engine::plan() const {
+  impl_->require_finalized("plan()");
+  return *impl_->plan;
+}
+
+const Config& Engine::config() const { return impl_->cfg; }
+const offload::FlatLayout& Engine::layout() const { return impl_->layout; }
+device::Device& Engine::device() { return *impl_->dev; }
+
+device::Stream& Engine::compute_stream() {
+  impl_->require_finalized("compute_stream()");
+  return *impl_->compute;
+}
+
+void* Engine::param_data(ParamId p) {
+  impl_->require_finalized("param_data()");
+  const auto& slot = impl_->layout.slot(p);
+  return impl_->working.as<std::byte>() + slot.offset * impl_->wbytes();
+}
+
+double Engine::loss_scale() const {
+  if (!impl_->scaler) return impl_->cfg.uses_loss_scaling() ? impl_->cfg.loss_scale.init : 1.0;
+  std::lock_guard lock(impl_->scaler_mutex);
+  return impl_->scaler->scale();
+}
+
+std::int64_t Engine::step() const { return impl_->steps_done; }
+
+// ---- the step ---------------------------------------------------------------------------
+
+void Engine::begin_step() {
+  Impl& m = *impl_;
+  m.require_finalized("begin_step()");
+  ZORO_CHECK(!m.in_micro_step, "begin_step() called twice without end_step()");
+  m.in_micro_step = true;
+  ++m.micro_step;
+  ++m.micro_serial;
+  m.bytes_d2h_micro = 0;
+}
+
+void* Engine::grad_slot(ParamId p) {
+  Impl& m = *impl_;
+  ZORO_CHECK(m.in_micro_step, "grad_slot() outside begin_step()/end_step()");
+  const auto& slot = m.layout.slot(p);
+  ZORO_CHECK(m.slotted_micro[p.value] != m.micro_serial,
+             "grad_slot('" << slot.name << "') called twice in one micro-step");
+  const std::size_t bytes = slot.numel * m.gbytes();
+  std::size_t offset = 0;
+  if (m.open_bucket >= 0) {
+    offset = align_up(m.ring[static_cast<std::size_t>(m.open_bucket)].fill_bytes, kSlotAlignBytes);
+    if (offset + bytes > m.cfg.bucket_bytes) {
+      m.seal_open_bucket(m.micro_step == m.cfg.grad_accum_steps);
+      offset = 0;
+    }
+  }
+  if (m.open_bucket < 0) m.open_next_bucket();
+  auto& b = m.ring[static_cast<std::size_t>(m.open_bucket)];
+  b.segments.push_back({p, offset, false});
+  b.fill_bytes = offset + bytes;
+  m.slotted_micro[p.value] = m.micro_serial;
+  return m.bucket_device(m.open_bucket) + offset;
+}
+
+void Engine::grads_ready(std::span<const ParamId> params) {
+  Impl& m = *impl_;
+  ZORO_CHECK(m.in_micro_step, "grads_ready() outside begin_step()/end_step()");
+  for (ParamId p : params) {
+    const auto& slot = m.layout.slot(p);
+    bool found = false;
+    if (m.open_bucket >= 0) {
+      for (auto& seg : m.ring[static_cast<std::size_t>(m.open_bucket)].segments) {
+        if (seg.param == p) {
+          ZORO_CHECK(!seg.ready, "grads_ready('" << slot.name << "') called twice");
+          seg.ready = true;
+          found = true;
+        }
+      }
+    }
+    ZORO_CHECK(found, "grads_ready('" << slot.name
+                                      << "') without a grad_slot() for it in this micro-step "
+                                         "(or after a later grad_slot() sealed its bucket)");
+    if (m.micro_step == m.cfg.grad_accum_steps) m.release_param(p);
+  }
+}
+
+StepReport Engine::end_step() {
+  Impl& m = *impl_;
+  const auto t0 = Clock::now();
+  ZORO_CHECK(m.in_micro_step, "end_step() without begin_step()");
+  m.in_micro_step = false;
+  const bool boundary = m.micro_step == m.cfg.grad_accum_steps;
+  m.seal_open_bucket(boundary);
+  StepReport r;
+  r.micro_step = m.micro_step;
+  r.bytes_d2h = m.bytes_d2h_micro;
+  if (!boundary) {
+    r.step = m.steps_done;
+    r.loss_scale = loss_scale();
+    r.end_step_ms = ms_since(t0);
+    return r;
+  }
+  m.micro_step = 0;
+  r.boundary = true;
+  m.folds_done[m.parity_of(m.step_serial)]->record(*m.fold);
+  m.boundary->record(*m.compute);
+  const bool dpu_now = m.cfg.dpu && m.steps_done >= m.cfg.dpu_warmup_steps;
+  Impl::UpdateJob job = m.make_job(!dpu_now);
+  ++m.step_serial;
+  ++m.steps_done;
+  r.step = m.steps_done;
+  UpdateOutcome out;
+  if (!dpu_now) {
+    // Synchronous: any DPU work still in flight (a run that just left warm-up never has
+    // any) is finished first so that the order of updates is kept.
+    if (m.running) m.last_outcome = m.collect_running();
+    r.bytes_h2d += m.finish_uploads();
+    m.fold->synchronize();  // rethrows a fold error here, on the trainer's thread
+    out = m.run_update(job);
+    m.compute->wait(*m.h2d_done);  // the next forward sees the new weights
+  } else {
+    // DPU (Note [DPU]): finish step n-1's update and the uploads its chunks did not get
+    // during this backward, then launch this step's update in the background.
+    if (m.running) m.last_outcome = m.collect_running();
+    r.bytes_h2d += m.finish_uploads();
+    m.arm_uploads(false);
+    m.running.emplace(std::async(std::launch::async, [&m, job] { return m.run_update(job); }));
+    out = m.last_outcome;  // the figures of the update that finished (one step behind)
+    r.deferred = true;
+  }
+  r.applied = out.applied;
+  r.overflow = out.overflow;
+  r.grad_norm = out.grad_norm;
+  r.clip_factor = out.clip_factor;
+  r.update_ms = out.update_ms;
+  r.wait_folds_ms = out.wait_folds_ms;
+  r.bytes_h2d += out.bytes_h2d;
+  r.loss_scale = loss_scale();
+  r.end_step_ms = ms_since(t0);
+  return r;
+}
+
+void Engine::flush() {
+  impl_->require_finalized("flush()");
+  ZORO_CHECK(!impl_->in_micro_step, "flush() inside a micro-step");
+  impl_->drain();
+}
+
+// ---- inspection -------------------------------------------------------------------------
+
+std::vector<float> Engine::master(ParamId p) {
+  flush();
+  const auto& s = impl_->layout.slot(p);
+  const float* m = impl_->master.as<float>() + s.offset;
+  return std::vector<float>(m, m + s.numel);
+}
+
+std::vector<float> Engine::working(ParamId p) {
+  flush();
+  const auto& s = impl_->layout.slot(p);
+  const std::size_t wb = impl_->wbytes();
+  std::vector<std::byte> raw(s.numel * wb);
+  impl_->dev->copy(raw.data(), impl_->working.as<std::byte>() + s.offset * wb, raw.size());
+  return widen(impl_->cfg.dtype, raw.data(), s.numel);
+}
+
+std::vector<float> Engine::moment(ParamId p, int which) {
+  flush();
+  ZORO_CHECK(which == 0 || which == 1, "moment(" << which << "): which must be 0 or 1");
+  const auto& buf = which == 0 ? impl_->state0 : impl_->state1;
+  if (!buf) return {};
+  const auto& s = impl_->layout.slot(p);
+  const std::size_t sb = size_of(impl_->cfg.moments);
+  return widen(impl_->cfg.moments, buf.as<std::byte>() + s.offset * sb, s.numel);
+}
+
+// ---- timeline ---------------------------------------------------------------------------
+
+device::Trace* Engine::trace() { return impl_->trace; }
+
+void Engine::write_trace(const std::string& path) {
+  ZORO_CHECK(impl_->trace != nullptr, "write_trace(): the engine is not finalized");
+  impl_->trace->write_chrome_trace(path);
+}
+
+// ---- checkpoints ------------------------------------------------------------------------
+
+void Engine::save_checkpoint(const std::string& dir) {
+  Impl& m = *impl_;
+  m.require_finalized("save_checkpoint()");
+  ZORO_CHECK(!m.in_micro_step && m.micro_step == 0,
+             "save_checkpoint() inside an optimizer step (micro-step " << m.micro_step << " of "
+                                                                       << m.cfg.grad_accum_steps
+                                                                       << "): save between steps");
+  // Finish the running update but keep a pending DPU upload pending: the device keeps the
+  // one-step-stale weights an uninterrupted run would compute with (Note [Checkpoint]).
+  if (m.running) m.last_outcome = m.collect_running();
+  m.fold->synchronize();
+  m.h2d->synchronize();
+  m.compute->synchronize();
+  const std::size_t n = m.total();
+  CheckpointState st;
+  st.layout_fingerprint = m.layout.fingerprint();
+  st.config_fingerprint = m.cfg.fingerprint();
+  st.config_toml = m.cfg.to_toml();
+  for (const auto& slot : m.layout.slots()) st.params.push_back({slot.name, slot.shape});
+  st.total_elems = n;
+  st.steps_done = m.steps_done;
+  st.optimizer_t = m.optimizer_t;
+  {
+    std::lock_guard lock(m.scaler_mutex);
+    st.loss_scale = m.scaler->scale();
+    st.good_steps = m.scaler->good_steps();
+  }
+  st.upload_pending = m.uploads_armed;
+  std::vector<std::byte> working(n * m.wbytes());
+  m.dev->copy(working.data(), m.working.data(), working.size());
+  std::vector<CheckpointSection> sections;
+  sections.push_back({"master", m.master.data(), n * 4});
+  sections.push_back({"state0", m.state0.data(), m.state0.bytes()});
+  if (m.state1) sections.push_back({"state1", m.state1.data(), m.state1.bytes()});
+  sections.push_back({"working", working.data(), working.size()});
+  write_checkpoint(dir, st, sections);
+}
+
+void Engine::load_checkpoint(const std::string& dir) {
+  Impl& m = *impl_;
+  m.require_finalized("load_checkpoint()");
+  ZORO_CHECK(!m.in_micro_step && m.micro_step == 0,
+             "load_checkpoint() inside an optimizer step: load between steps");
+  m.drain();
+  CheckpointState expect;
+  expect.layout_fingerprint = m.layout.fingerprint();
+  expect.config_fingerprint = m.cfg.fingerprint();
+  expect.config_toml = m.cfg.to_toml();
+  for (const auto& slot : m.layout.slots()) expect.params.push_back({slot.name, slot.shape});
+  expect.total_elems = m.total();
+  const std::size_t n = m.total();
+  std::vector<std::byte> working(n * m.wbytes());
+  std::vector<CheckpointSection> sections;
+  sections.push_back({"master", m.master.data(), n * 4});
+  sections.push_back({"state0", m.state0.data(), m.state0.bytes()});
+  if (m.state1) sections.push_back({"state1", m.state1.data(), m.state1.bytes()});
+  sections.push_back({"working", working.data(), working.size()});
+  // read_checkpoint validates everything before it writes into any section.
+  const CheckpointState st = read_checkpoint(dir, expect, sections);
+  m.steps_done = st.steps_done;
+  m.optimizer_t = st.optimizer_t;
+  m.scaler->restore(st.loss_scale, st.good_steps);
+  if (st.upload_pending) m.arm_uploads(true);
+  if (m.half_working()) round_to(m.cfg.dtype, m.master.as<float>(), m.staging.data(), n);
+  m.dev->copy(m.working.data(), working.data(), working.size());
+  // Accumulators start the next step afresh (first contributions store).
+  std::fill(m.touched_serial.begin(), m.touched_serial.end(), 0);
+  std::fill(m.norm_serial.begin(), m.norm_serial.end(), 0);
+}
+
+}  // namespace zoro

@@ -1,0 +1,168 @@
+// zoro::Engine: the offload engine for one rank (../shared/DESIGN.md sections 1, 2, 7).
+//
+// A trainer registers its parameters, runs forward and backward on the engine's compute
+// stream, and hands each parameter's gradient to the engine the moment it exists; the engine
+// moves gradients to pinned host memory, runs the CPU optimizer, and brings the new weights
+// back, while the compute stream keeps running.
+//
+//   zoro::Engine engine(zoro::Config::from_file("run.toml"));
+//   auto w = engine.add_parameter("fc.weight", {1024, 4096}, init_fn);
+//   engine.finalize();                               // plan, budgets, allocation, upload
+//   for (...) {
+//     engine.begin_step();
+//     forward(engine.param_data(w), engine.compute_stream());   // working weights (device)
+//     // backward, per layer:
+//     void* g = engine.grad_slot(w);                 // gradient memory (grad_dtype, device)
+//     gemm_backward(..., g, engine.compute_stream());
+//     engine.grads_ready({w});                       // in stream order; returns at once
+//     zoro::StepReport r = engine.end_step();        // optimizer on the last micro-step
+//   }
+//
+// Threading: one host thread drives an Engine (the trainer's); the engine runs its own work on
+// device streams and an updater thread. Every call may throw zoro::Error; after a BackendError
+// the engine is unusable.
+//
+// Note [Gradient path]: grad_slot(p) places p's gradient in the current device bucket of a
+// small ring (bucket_count buckets of bucket_bytes). When a slot does not fit, the bucket is
+// sealed: an event is recorded on the compute stream, the D2H stream waits on it (a GPU-side
+// wait) and copies the bucket to its pinned landing zone; the fold stream waits for the copy
+// and folds the bucket into the fp32 accumulator (grad_fold.h), keeping the non-finite flag and
+// per-parameter squared norms. The device bucket returns to the ring when its copy completes
+// (the compute stream waits on that event only when the ring wraps around, never the host);
+// the landing zone when its fold completes (the D2H stream waits). A parameter's gradient must
+// fit one bucket (finalize() checks).
+//
+// Note [Step]: end_step() on the last micro-step seals the open bucket, waits for the folds,
+// computes the global norm (parameters in registration order, so it does not depend on bucket
+// sizes), the clipping factor and the overflow flag; an overflow skips the step and lowers the
+// loss scale. Otherwise the CPU optimizer runs in chunks of chunk_elems; each chunk's new
+// working weights (the half copy, or fp32 master for fp32 training) are copied up on the H2D
+// stream while the next chunk is computed, and the compute stream waits (GPU-side) for the
+// last copy before the next forward.
+//
+// Note [DPU]: with dpu = true, after dpu_warmup_steps synchronous steps, step n's update runs
+// on the updater thread while the trainer runs step n+1's forward and backward (gradients go
+// to a second accumulator). Its weights are copied up at the end of step n+1 (after step
+// n+1's backward), so step n+1 computes with the weights of step n-1's update — one step stale,
+// as in ZeRO-Offload. The synchronous mode is the numerical reference.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "offload/layout.h"
+#include "offload/memory_plan.h"
+#include "runtime/config.h"
+#include "runtime/device/device.h"
+
+namespace zoro {
+
+using offload::ParamId;
+
+struct StepReport {
+  std::int64_t step = 0;        // optimizer steps taken so far (applied or skipped)
+  int micro_step = 0;           // 1..grad_accum_steps within the step
+  bool boundary = false;        // this call ended an optimizer step
+  bool applied = false;         // the optimizer updated the weights (false: skipped/no boundary)
+  bool overflow = false;        // an Inf/NaN gradient skipped the step
+  bool deferred = false;        // DPU: the update was launched and will land later
+  double grad_norm = 0;         // global norm of the unscaled gradient (before clipping)
+  double clip_factor = 1;       // applied to the gradient (<= 1)
+  double loss_scale = 1;        // in force for the next step
+  // Host-side durations of this call's work (milliseconds).
+  double wait_folds_ms = 0;     // end_step blocked on outstanding gradient folds
+  double update_ms = 0;         // CPU optimizer (wall, on the thread that ran it)
+  double end_step_ms = 0;       // end_step's own wall time (what the trainer's loop waited)
+  std::size_t bytes_d2h = 0;    // gradient bytes copied down during this micro-step
+  std::size_t bytes_h2d = 0;    // weight bytes copied up by this call
+};
+
+class Engine {
+ public:
+  // Opens config.device. Throws InvalidArgument for a bad config.
+  explicit Engine(Config config);
+  // Uses an existing device (the engine does not own it; it must outlive the engine).
+  Engine(Config config, device::Device& device);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // ---- registration (before finalize) ----
+  // Initial values: `init` must hold exactly numel(shape) values.
+  ParamId add_parameter(std::string name, std::vector<std::int64_t> shape,
+                        std::span<const float> init);
+  // Initial values from a function filling the parameter's fp32 master range.
+  ParamId add_parameter(std::string name, std::vector<std::int64_t> shape,
+                        const std::function<void(std::span<float>)>& init);
+
+  // Computes the memory plan, refuses one that does not fit the device capacity or the host
+  // budget (OutOfMemory with the numbers), allocates, and uploads the working weights.
+  void finalize();
+  bool finalized() const;
+  const offload::MemoryPlan& plan() const;  // after finalize
+  // The plan for the parameters registered so far, without allocating (for --plan printing).
+  offload::MemoryPlan preview_plan() const;
+
+  const Config& config() const;
+  const offload::FlatLayout& layout() const;
+  device::Device& device();
+  // The stream the trainer computes on (high priority).
+  device::Stream& compute_stream();
+
+  // Device pointer of p's working weights (config.dtype; 16-bit as raw bits).
+  void* param_data(ParamId p);
+
+  // ---- the step ----
+  void begin_step();
+  // Device memory for p's gradient in this micro-step (config.grad_dtype), valid until
+  // grads_ready(p). The trainer writes it with work on compute_stream(). When the trainer
+  // trains with loss scaling (fp16), the gradient is of the scaled loss.
+  void* grad_slot(ParamId p);
+  // The gradients of `params` are complete in stream order (the work writing them has been
+  // enqueued on compute_stream()). Returns at once.
+  void grads_ready(std::span<const ParamId> params);
+  void grads_ready(std::initializer_list<ParamId> params) {
+    grads_ready(std::span<const ParamId>(params.begin(), params.size()));
+  }
+  StepReport end_step();
+  // The scale to multiply the loss by (1 without loss scaling).
+  double loss_scale() const;
+  std::int64_t step() const;
+
+  // Waits until every update is applied and uploaded (DPU included); the working weights on
+  // the device then equal the master weights rounded to config.dtype.
+  void flush();
+
+  // ---- inspection (tests, export) ----
+  // p's fp32 master weights (after flush(), the latest update).
+  std::vector<float> master(ParamId p);
+  // p's working weights as on the device now, converted to fp32.
+  std::vector<float> working(ParamId p);
+  // Adam's first and second moments of p, as fp32 (empty for optimizers without them).
+  std::vector<float> moment(ParamId p, int which);
+
+  // ---- checkpoints (Note [Checkpoint] in checkpoint.cpp) ----
+  // Atomically writes dir/zoro.ckpt (the directory is created). Only between steps.
+  void save_checkpoint(const std::string& dir);
+  // Restores a checkpoint written by the same model (layout) and optimizer; continuing gives
+  // the same results as a run that never stopped. Refuses truncated, corrupted or foreign
+  // checkpoints with IoError / InvalidArgument naming the problem.
+  void load_checkpoint(const std::string& dir);
+
+  // ---- timeline ----
+  // The trace of stream tasks and host workers (enabled by config.trace); may be null.
+  device::Trace* trace();
+  void write_trace(const std::string& path);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace zoro
