@@ -3,6 +3,11 @@ find_package(Threads REQUIRED)
 find_package(Hwloc REQUIRED)
 find_package(TBB REQUIRED COMPONENTS tbb)
 find_package(tomlplusplus 3 REQUIRED)  # config files
+find_package(Boost 1.74 REQUIRED)       # header-only: Asio for the comm/ rendezvous
+# OpenBLAS (Debian libopenblas-dev) for the reference kernels' GEMMs: through pkg-config, which
+# also gives the include directory of its cblas.h.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(OpenBLAS REQUIRED IMPORTED_TARGET openblas)
 
 # CUDA: AUTO enables it when a CUDA compiler is found; ON demands it.
 set(ZORO_HAS_CUDA OFF)
@@ -16,6 +21,11 @@ if(NOT ZORO_CUDA STREQUAL "OFF")
   if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
     set(ZORO_HAS_CUDA ON)
     set(CMAKE_CUDA_STANDARD 20)
+    # CMake before 3.26 does not know nvcc's C++20 flag (nvcc 12+ has it): name it.
+    if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   elseif(ZORO_CUDA STREQUAL "ON")
     message(FATAL_ERROR "ZORO_CUDA=ON but no CUDA compiler/toolkit was found "

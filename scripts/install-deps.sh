@@ -12,6 +12,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev
   nlohmann-json3-dev libtomlplusplus-dev
+  libopenblas-dev
 )
 
 missing=()
