@@ -142,6 +142,7 @@ struct Engine::Impl {
   // DPU: the update running on the updater thread.
   std::optional<std::future<UpdateOutcome>> running;
   UpdateOutcome last_outcome;
+  std::function<void(std::size_t)> after_chunk_upload_hook;  // tests only
 
   // DPU uploads (Note [DPU uploads]): the flat space in a fixed grid of chunks; a chunk's new
   // weights go up once the update has written it AND the current step's backward has released
@@ -341,6 +342,7 @@ struct Engine::Impl {
                                static_cast<const std::byte*>(upload_source()) + chunk.begin * wb,
                                chunk.size() * wb);
       out.bytes_h2d += chunk.size() * wb;
+      if (after_chunk_upload_hook) after_chunk_upload_hook(chunk_index - 1);
     };
     if (job.upload_per_chunk) h2d->wait(*boundary);  // backward has stopped reading weights
     std::span<float> master_span(master.as<float>(), n);
@@ -820,6 +822,10 @@ std::vector<float> Engine::moment(ParamId p, int which) {
   const auto& s = impl_->layout.slot(p);
   const std::size_t sb = size_of(impl_->cfg.moments);
   return widen(impl_->cfg.moments, buf.as<std::byte>() + s.offset * sb, s.numel);
+}
+
+void Engine::set_after_chunk_upload_hook(std::function<void(std::size_t)> hook) {
+  impl_->after_chunk_upload_hook = std::move(hook);
 }
 
 // ---- timeline ---------------------------------------------------------------------------

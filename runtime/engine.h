@@ -155,6 +155,12 @@ class Engine {
   // checkpoints with IoError / InvalidArgument naming the problem.
   void load_checkpoint(const std::string& dir);
 
+  // ---- test hooks ----
+  // Called on the thread running a synchronous update, after chunk k's copy to the device was
+  // enqueued and before chunk k+1 is computed. For tests that prove the overlap of the copy of
+  // chunk k with the update of chunk k+1 by ordering; never set in production.
+  void set_after_chunk_upload_hook(std::function<void(std::size_t chunk)> hook);
+
   // ---- timeline ----
   // The trace of stream tasks and host workers (enabled by config.trace); may be null.
   device::Trace* trace();

@@ -592,6 +592,21 @@ TEST(Engine, GradientCopiesOverlapTheRestOfBackward) {
   }
   EXPECT_GT(chunks, 1);
   EXPECT_EQ(uploads, chunks);
+  // The copy of chunk k up to the device overlaps the update of chunk k+1: after chunk 0's
+  // copy is enqueued, the update waits until the H2D stream has finished that copy before it
+  // computes chunk 1. An engine that copied only after the whole update would never get there.
+  trace.clear();
+  bool chunk0_copied_before_chunk1 = false;
+  engine.set_after_chunk_upload_hook([&](std::size_t k) {
+    if (k == 0) chunk0_copied_before_chunk1 = wait_for_record(trace, "h2d", "h2d chunk 0");
+  });
+  trainer.micro_step(random_grads(rng));
+  engine.flush();
+  engine.set_after_chunk_upload_hook({});
+  EXPECT_TRUE(chunk0_copied_before_chunk1) << "chunk 0's copy did not run during the update";
+  const auto step2 = trace.snapshot();
+  EXPECT_LT(device::find_record(step2, "h2d", "h2d chunk 0").seq_end,
+            device::find_record(step2, "cpu-update", "update chunk 1").seq_end);
   const std::string path = scratch("trace") + ".json";
   engine.write_trace(path);
   EXPECT_GT(std::filesystem::file_size(path), 100u);
