@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <mutex>
 #include <optional>
@@ -144,6 +145,28 @@ struct Engine::Impl {
   UpdateOutcome last_outcome;
   std::function<void(std::size_t)> after_chunk_upload_hook;  // tests only
 
+  // Note [Step timing]: each optimizer step gets a record of timing-event pairs around its
+  // copies, the boundary event, and an event after its last weight copy. Records are read, in
+  // step order, once every event in them has completed (query(), never a wait), and their
+  // events go back to a pool. The bucket copies are recorded by the trainer thread; the weight
+  // copies by whichever thread enqueues them (under upload_mutex for DPU).
+  struct TimingRecord {
+    std::int64_t step = 0;
+    std::vector<std::pair<device::Event*, device::Event*>> d2h, h2d;
+    device::Event* boundary = nullptr;
+    device::Event* done = nullptr;
+    std::size_t bytes_d2h = 0, bytes_h2d = 0;
+    double update_ms = 0;
+    bool closed = false;  // no more events will be added
+  };
+  std::mutex event_pool_mutex;
+  std::vector<std::unique_ptr<device::Event>> event_pool_all;
+  std::vector<device::Event*> event_pool_free;
+  std::shared_ptr<TimingRecord> open_record;    // the step being accumulated
+  std::shared_ptr<TimingRecord> armed_record;   // DPU: the update whose uploads are armed
+  std::deque<std::shared_ptr<TimingRecord>> pending_records;
+  std::optional<StepTiming> latest_timing;
+
   // DPU uploads (Note [DPU uploads]): the flat space in a fixed grid of chunks; a chunk's new
   // weights go up once the update has written it AND the current step's backward has released
   // every parameter overlapping it. Guarded by upload_mutex (trainer and updater threads).
@@ -183,6 +206,72 @@ struct Engine::Impl {
     o.bucket_count = static_cast<std::size_t>(cfg.bucket_count);
     o.dpu = cfg.dpu;
     return o;
+  }
+
+  // ---- step timing (Note [Step timing]) ----
+
+  device::Event* take_event() {
+    std::lock_guard lock(event_pool_mutex);
+    if (event_pool_free.empty()) {
+      event_pool_all.push_back(dev->create_event({.timing = true}));
+      return event_pool_all.back().get();
+    }
+    device::Event* e = event_pool_free.back();
+    event_pool_free.pop_back();
+    return e;
+  }
+
+  void give_events(const TimingRecord& r) {
+    std::lock_guard lock(event_pool_mutex);
+    for (const auto& [a, b] : r.d2h) event_pool_free.insert(event_pool_free.end(), {a, b});
+    for (const auto& [a, b] : r.h2d) event_pool_free.insert(event_pool_free.end(), {a, b});
+    if (r.boundary) event_pool_free.push_back(r.boundary);
+    if (r.done) event_pool_free.push_back(r.done);
+  }
+
+  TimingRecord& current_record() {
+    if (!open_record) {
+      open_record = std::make_shared<TimingRecord>();
+      open_record->step = steps_done + 1;
+    }
+    return *open_record;
+  }
+
+  // A copy on `stream` between a pair of timing events appended to `pairs`.
+  void timed_copy(device::Stream& stream, std::vector<std::pair<device::Event*, device::Event*>>& pairs,
+                  std::string label, void* dst, const void* src, std::size_t bytes) {
+    device::Event* start = take_event();
+    device::Event* end = take_event();
+    start->record(stream);
+    stream.copy_async_labelled(std::move(label), dst, src, bytes);
+    end->record(stream);
+    pairs.push_back({start, end});
+  }
+
+  // Trainer thread: turns the oldest records whose events have all completed into figures.
+  void harvest_timing() {
+    while (!pending_records.empty()) {
+      TimingRecord& r = *pending_records.front();
+      if (!r.closed) return;
+      bool complete = (r.boundary == nullptr || r.boundary->query()) &&
+                      (r.done == nullptr || r.done->query());
+      for (const auto& [a, b] : r.d2h) complete = complete && b->query();
+      for (const auto& [a, b] : r.h2d) complete = complete && b->query();
+      if (!complete) return;
+      StepTiming t;
+      t.step = r.step;
+      for (const auto& [a, b] : r.d2h) t.d2h_ms += b->elapsed_ms_since(*a);
+      for (const auto& [a, b] : r.h2d) t.h2d_ms += b->elapsed_ms_since(*a);
+      if (r.done != nullptr && r.boundary != nullptr) {
+        t.exposed_ms = std::max(0.f, r.done->elapsed_ms_since(*r.boundary));
+      }
+      t.update_ms = r.update_ms;
+      t.bytes_d2h = r.bytes_d2h;
+      t.bytes_h2d = r.bytes_h2d;
+      latest_timing = t;
+      give_events(r);
+      pending_records.pop_front();
+    }
   }
 
   // ---- gradient path (Note [Gradient path]) ----
@@ -233,8 +322,10 @@ struct Engine::Impl {
     b.sealed->record(*compute);
     d2h->wait(*b.sealed);
     d2h->wait(*b.folded);  // the landing zone is free once its previous fold is done
-    d2h->copy_async_labelled("d2h bucket " + std::to_string(index), bucket_landing(index),
-                             bucket_device(index), b.fill_bytes);
+    TimingRecord& rec = current_record();
+    timed_copy(*d2h, rec.d2h, "d2h bucket " + std::to_string(index), bucket_landing(index),
+               bucket_device(index), b.fill_bytes);
+    rec.bytes_d2h += b.fill_bytes;
     b.copied->record(*d2h);
     bytes_d2h_micro += b.fill_bytes;
     fold->wait(*b.copied);
@@ -262,6 +353,7 @@ struct Engine::Impl {
     std::vector<ParamId> untouched;  // no gradient this step: zero gradient
     std::vector<ParamId> need_norm;  // gradient from earlier micro-steps only
     bool upload_per_chunk = false;   // synchronous mode: copy each chunk up as it is done
+    std::shared_ptr<TimingRecord> record;
   };
 
   UpdateJob make_job(bool upload_per_chunk) {
@@ -338,9 +430,11 @@ struct Engine::Impl {
       trace->end(span, "cpu-update", "update chunk " + k);
       span = trace->begin();
       if (!job.upload_per_chunk) return;
-      h2d->copy_async_labelled("h2d chunk " + k, working.as<std::byte>() + chunk.begin * wb,
-                               static_cast<const std::byte*>(upload_source()) + chunk.begin * wb,
-                               chunk.size() * wb);
+      timed_copy(*h2d, job.record->h2d, "h2d chunk " + k,
+                 working.as<std::byte>() + chunk.begin * wb,
+                 static_cast<const std::byte*>(upload_source()) + chunk.begin * wb,
+                 chunk.size() * wb);
+      job.record->bytes_h2d += chunk.size() * wb;
       out.bytes_h2d += chunk.size() * wb;
       if (after_chunk_upload_hook) after_chunk_upload_hook(chunk_index - 1);
     };
@@ -367,7 +461,11 @@ struct Engine::Impl {
       }
       run_optimizer(info, master_span, sd, grad, half_out, range, chunk_elems, on_chunk);
     }
-    if (job.upload_per_chunk) h2d_done->record(*h2d);
+    if (job.upload_per_chunk) {
+      h2d_done->record(*h2d);
+      job.record->done = take_event();
+      job.record->done->record(*h2d);
+    }
     trace->end(span, "cpu-update", "update end");
     out.update_ms = ms_since(t0);
     return out;
@@ -437,8 +535,9 @@ struct Engine::Impl {
   }
 
   // Before launching a DPU update: every chunk waits for its update and its release.
-  void arm_uploads(bool already_updated) {
+  void arm_uploads(bool already_updated, std::shared_ptr<TimingRecord> record) {
     std::lock_guard lock(upload_mutex);
+    armed_record = std::move(record);
     for (std::size_t k = 0; k < chunks.size(); ++k) {
       chunk_state[k] = ChunkState{already_updated, params_in_chunk[k], false};
     }
@@ -450,10 +549,10 @@ struct Engine::Impl {
     const std::size_t wb = wbytes();
     const optim::Range c = chunks[k];
     h2d->wait(after);
-    h2d->copy_async_labelled("h2d chunk " + std::to_string(k) + " (dpu)",
-                             working.as<std::byte>() + c.begin * wb,
-                             static_cast<const std::byte*>(upload_source()) + c.begin * wb,
-                             c.size() * wb);
+    timed_copy(*h2d, armed_record->h2d, "h2d chunk " + std::to_string(k) + " (dpu)",
+               working.as<std::byte>() + c.begin * wb,
+               static_cast<const std::byte*>(upload_source()) + c.begin * wb, c.size() * wb);
+    armed_record->bytes_h2d += c.size() * wb;
     chunk_state[k].uploaded = true;
     uploaded_bytes += c.size() * wb;
   }
@@ -492,6 +591,10 @@ struct Engine::Impl {
     uploads_armed = false;
     h2d_done->record(*h2d);
     compute->wait(*h2d_done);
+    armed_record->done = take_event();
+    armed_record->done->record(*h2d);
+    armed_record->closed = true;
+    armed_record.reset();
     return uploaded_bytes;
   }
 
@@ -499,10 +602,13 @@ struct Engine::Impl {
     if (!running) return {};
     UpdateOutcome out = running->get();  // rethrows the updater's error
     running.reset();
+    std::lock_guard lock(upload_mutex);
+    if (armed_record) armed_record->update_ms = out.update_ms;
     if (!out.applied) {
       // A skipped update changed no weight: nothing to upload.
-      std::lock_guard lock(upload_mutex);
       uploads_armed = false;
+      if (armed_record) armed_record->closed = true;
+      armed_record.reset();
     }
     return out;
   }
@@ -754,8 +860,13 @@ StepReport Engine::end_step() {
   r.boundary = true;
   m.folds_done[m.parity_of(m.step_serial)]->record(*m.fold);
   m.boundary->record(*m.compute);
+  Impl::TimingRecord& rec = m.current_record();
+  rec.boundary = m.take_event();
+  rec.boundary->record(*m.compute);
   const bool dpu_now = m.cfg.dpu && m.steps_done >= m.cfg.dpu_warmup_steps;
   Impl::UpdateJob job = m.make_job(!dpu_now);
+  job.record = std::move(m.open_record);
+  m.pending_records.push_back(job.record);
   ++m.step_serial;
   ++m.steps_done;
   r.step = m.steps_done;
@@ -767,13 +878,15 @@ StepReport Engine::end_step() {
     r.bytes_h2d += m.finish_uploads();
     m.fold->synchronize();  // rethrows a fold error here, on the trainer's thread
     out = m.run_update(job);
+    job.record->update_ms = out.update_ms;
+    job.record->closed = true;
     m.compute->wait(*m.h2d_done);  // the next forward sees the new weights
   } else {
     // DPU (Note [DPU]): finish step n-1's update and the uploads its chunks did not get
     // during this backward, then launch this step's update in the background.
     if (m.running) m.last_outcome = m.collect_running();
     r.bytes_h2d += m.finish_uploads();
-    m.arm_uploads(false);
+    m.arm_uploads(false, job.record);
     m.running.emplace(std::async(std::launch::async, [&m, job] { return m.run_update(job); }));
     out = m.last_outcome;  // the figures of the update that finished (one step behind)
     r.deferred = true;
@@ -786,6 +899,8 @@ StepReport Engine::end_step() {
   r.wait_folds_ms = out.wait_folds_ms;
   r.bytes_h2d += out.bytes_h2d;
   r.loss_scale = loss_scale();
+  m.harvest_timing();
+  r.timing = m.latest_timing;
   r.end_step_ms = ms_since(t0);
   return r;
 }
@@ -901,7 +1016,12 @@ void Engine::load_checkpoint(const std::string& dir) {
   m.steps_done = st.steps_done;
   m.optimizer_t = st.optimizer_t;
   m.scaler->restore(st.loss_scale, st.good_steps);
-  if (st.upload_pending) m.arm_uploads(true);
+  if (st.upload_pending) {
+    auto record = std::make_shared<Impl::TimingRecord>();
+    record->step = st.steps_done;
+    m.pending_records.push_back(record);
+    m.arm_uploads(true, std::move(record));
+  }
   if (m.half_working()) round_to(m.cfg.dtype, m.master.as<float>(), m.staging.data(), n);
   m.dev->copy(m.working.data(), working.data(), working.size());
   // Accumulators start the next step afresh (first contributions store).

@@ -52,6 +52,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -64,6 +65,20 @@
 namespace zoro {
 
 using offload::ParamId;
+
+// Device-measured figures of one optimizer step, available once its copies have completed
+// (Note [Step timing] in engine.cpp): a report carries those of the latest such step.
+struct StepTiming {
+  std::int64_t step = 0;       // the optimizer step (1-based) these figures belong to
+  double d2h_ms = 0;           // gradient copies down, summed over buckets
+  double h2d_ms = 0;           // weight copies up, summed over chunks
+  // From the end of backward (the boundary) to the completion of the last weight copy: the
+  // longest the next forward can have waited for the new weights (0 for a skipped update).
+  double exposed_ms = 0;
+  double update_ms = 0;        // the CPU update's wall time
+  std::size_t bytes_d2h = 0;   // over all micro-steps of the step
+  std::size_t bytes_h2d = 0;
+};
 
 struct StepReport {
   std::int64_t step = 0;        // optimizer steps taken so far (applied or skipped)
@@ -81,6 +96,9 @@ struct StepReport {
   double end_step_ms = 0;       // end_step's own wall time (what the trainer's loop waited)
   std::size_t bytes_d2h = 0;    // gradient bytes copied down during this micro-step
   std::size_t bytes_h2d = 0;    // weight bytes copied up by this call
+  // The latest step whose copies have all completed (often the previous one, since end_step
+  // does not wait for the copies it enqueues); empty until one has.
+  std::optional<StepTiming> timing;
 };
 
 class Engine {

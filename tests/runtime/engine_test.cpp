@@ -484,6 +484,52 @@ TEST(Engine, BadCheckpointsAreRefusedAndLeaveTheStateIntact) {
   std::filesystem::remove_all(dir);
 }
 
+// ---- per-step timing ------------------------------------------------------------------------
+
+class EngineTiming : public ::testing::TestWithParam<bool> {};
+
+TEST_P(EngineTiming, ReportsDeviceMeasuredCopiesOfCompletedSteps) {
+  ZORO_TRACE_SEED();
+  auto rng = testing::make_rng(650);
+  Config c = base_config();
+  c.dtype = DType::kBF16;
+  c.grad_dtype = DType::kBF16;
+  c.grad_accum_steps = 2;
+  c.dpu = GetParam();
+  c.dpu_warmup_steps = 1;
+  Engine engine(c);
+  Fixture f = register_model(engine, rng);
+  engine.finalize();
+  ToyTrainer trainer(engine, f.ids);
+  std::size_t grad_bytes = 0;
+  for (ParamId p : f.ids) grad_bytes += engine.layout().slot(p).numel * 2;
+  const std::size_t weight_bytes = engine.layout().total_elems() * 2;
+  std::int64_t last_seen = 0;
+  for (int step = 0; step < 5; ++step) {
+    for (int m = 0; m < 2; ++m) {
+      const StepReport r = trainer.micro_step(random_grads(rng));
+      if (!r.timing) continue;
+      const StepTiming& t = *r.timing;
+      EXPECT_GE(t.step, last_seen) << "timings go backwards";
+      EXPECT_LE(t.step, r.step);
+      last_seen = t.step;
+      // Both micro-steps' gradients; slots start on 256-byte boundaries inside a bucket, and a
+      // bucket crosses the link whole, gaps included.
+      EXPECT_GE(t.bytes_d2h, 2 * grad_bytes) << "step " << t.step;
+      EXPECT_LE(t.bytes_d2h, 2 * (grad_bytes + 256 * f.ids.size())) << "step " << t.step;
+      EXPECT_EQ(t.bytes_h2d, weight_bytes) << "every chunk once, step " << t.step;
+      EXPECT_GE(t.d2h_ms, 0);
+      EXPECT_GE(t.h2d_ms, 0);
+      EXPECT_GE(t.exposed_ms, 0);
+      EXPECT_GT(t.update_ms, 0);
+    }
+  }
+  EXPECT_GE(last_seen, 2) << "no step's timing was reported";
+}
+
+INSTANTIATE_TEST_SUITE_P(Host, EngineTiming, ::testing::Bool(),
+                         [](const auto& param_info) { return param_info.param ? "dpu" : "sync"; });
+
 // ---- memory plan and bounds -----------------------------------------------------------------
 
 TEST(Engine, DeviceMemoryStaysWithinThePlan) {
