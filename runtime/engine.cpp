@@ -154,6 +154,7 @@ struct Engine::Impl {
     std::int64_t step = 0;
     std::vector<std::pair<device::Event*, device::Event*>> d2h, h2d;
     device::Event* boundary = nullptr;
+    device::Event* exposed_from = nullptr;  // DPU: the boundary of the step that uploaded
     device::Event* done = nullptr;
     std::size_t bytes_d2h = 0, bytes_h2d = 0;
     double update_ms = 0;
@@ -225,8 +226,9 @@ struct Engine::Impl {
     std::lock_guard lock(event_pool_mutex);
     for (const auto& [a, b] : r.d2h) event_pool_free.insert(event_pool_free.end(), {a, b});
     for (const auto& [a, b] : r.h2d) event_pool_free.insert(event_pool_free.end(), {a, b});
-    if (r.boundary) event_pool_free.push_back(r.boundary);
-    if (r.done) event_pool_free.push_back(r.done);
+    for (device::Event* e : {r.boundary, r.exposed_from, r.done}) {
+      if (e != nullptr) event_pool_free.push_back(e);
+    }
   }
 
   TimingRecord& current_record() {
@@ -253,8 +255,10 @@ struct Engine::Impl {
     while (!pending_records.empty()) {
       TimingRecord& r = *pending_records.front();
       if (!r.closed) return;
-      bool complete = (r.boundary == nullptr || r.boundary->query()) &&
-                      (r.done == nullptr || r.done->query());
+      bool complete = true;
+      for (const device::Event* e : {r.boundary, r.exposed_from, r.done}) {
+        complete = complete && (e == nullptr || e->query());
+      }
       for (const auto& [a, b] : r.d2h) complete = complete && b->query();
       for (const auto& [a, b] : r.h2d) complete = complete && b->query();
       if (!complete) return;
@@ -262,8 +266,9 @@ struct Engine::Impl {
       t.step = r.step;
       for (const auto& [a, b] : r.d2h) t.d2h_ms += b->elapsed_ms_since(*a);
       for (const auto& [a, b] : r.h2d) t.h2d_ms += b->elapsed_ms_since(*a);
-      if (r.done != nullptr && r.boundary != nullptr) {
-        t.exposed_ms = std::max(0.f, r.done->elapsed_ms_since(*r.boundary));
+      const device::Event* from = r.exposed_from != nullptr ? r.exposed_from : r.boundary;
+      if (r.done != nullptr && from != nullptr) {
+        t.exposed_ms = std::max(0.f, r.done->elapsed_ms_since(*from));
       }
       t.update_ms = r.update_ms;
       t.bytes_d2h = r.bytes_d2h;
@@ -590,6 +595,10 @@ struct Engine::Impl {
     }
     uploads_armed = false;
     h2d_done->record(*h2d);
+    // The uploads happened during the step that ends here: its boundary (just recorded on
+    // the compute stream) is where the wait they can cause begins.
+    armed_record->exposed_from = take_event();
+    armed_record->exposed_from->record(*compute);
     compute->wait(*h2d_done);
     armed_record->done = take_event();
     armed_record->done->record(*h2d);

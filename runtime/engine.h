@@ -45,6 +45,14 @@
 // to a second accumulator). Its weights are copied up at the end of step n+1 (after step
 // n+1's backward), so step n+1 computes with the weights of step n-1's update — one step stale,
 // as in ZeRO-Offload. The synchronous mode is the numerical reference.
+//
+// Note [DPU uploads]: step n's update runs over a fixed grid of chunks from the last to the
+// first (backward releases the last parameters first). A chunk's new weights are copied up
+// as soon as both the update has written it and step n+1's last micro-step has released, by
+// grads_ready(), every parameter overlapping it — the copy waits on an event recorded on the
+// compute stream at that release — so the uploads hide behind the rest of backward. What is
+// left at the end of step n+1 (parameters without a gradient, an update that was late) is
+// copied then, and the next forward waits for it on the GPU.
 #pragma once
 
 #include <cstddef>
@@ -72,8 +80,9 @@ struct StepTiming {
   std::int64_t step = 0;       // the optimizer step (1-based) these figures belong to
   double d2h_ms = 0;           // gradient copies down, summed over buckets
   double h2d_ms = 0;           // weight copies up, summed over chunks
-  // From the end of backward (the boundary) to the completion of the last weight copy: the
-  // longest the next forward can have waited for the new weights (0 for a skipped update).
+  // From the end of backward to the completion of the last weight copy: the longest the next
+  // forward can have waited for the new weights (0 for a skipped update). With DPU, the end
+  // of the backward of the step during which the weights were uploaded.
   double exposed_ms = 0;
   double update_ms = 0;        // the CPU update's wall time
   std::size_t bytes_d2h = 0;   // over all micro-steps of the step
@@ -143,7 +152,9 @@ class Engine {
   // trains with loss scaling (fp16), the gradient is of the scaled loss.
   void* grad_slot(ParamId p);
   // The gradients of `params` are complete in stream order (the work writing them has been
-  // enqueued on compute_stream()). Returns at once.
+  // enqueued on compute_stream()), and work enqueued after this call no longer reads their
+  // weights in this step (with DPU, the next weights may be copied in right behind it: Note
+  // [DPU uploads]). Returns at once.
   void grads_ready(std::span<const ParamId> params);
   void grads_ready(std::initializer_list<ParamId> params) {
     grads_ready(std::span<const ParamId>(params.begin(), params.size()));

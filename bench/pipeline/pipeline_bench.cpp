@@ -1,9 +1,10 @@
 // zoro-bench-pipeline: how close does an offloaded training step come to its bound?
 //
-// A synthetic model of L layers, each one parameter of W elements, is trained through the
-// Engine. On the host backend "GPU compute" is a chain of compute-stream tasks that sleep for
-// a set time per layer (a GPU computes without using the host's cores, so sleeping, not
-// spinning, is the faithful stand-in); gradients are written by the compute stream into the
+// A synthetic model of L layers, each one square weight of dim x dim, is trained through the
+// Engine (bench/pipeline/chain.h). On CUDA each layer is a cuBLAS bf16 GEMM forward and two
+// backward; on the host backend "GPU compute" is a chain of compute-stream tasks that sleep
+// for a set time per layer (a GPU computes without using the host's cores, so sleeping, not
+// spinning, is the faithful stand-in). Gradients are written by the compute stream into the
 // engine's slots. Each mode's step time is compared, in the same run, with the bound of
 // ../shared/DESIGN.md section 2:
 //     bound = max(compute, D2H + H2D, CPU update)
@@ -12,8 +13,7 @@
 // optimizer alone over the same number of parameters, measured here with the same threads.
 //
 // Modes: "sync" (the synchronous pipeline, the numerical reference) and "dpu" (delayed
-// parameter update). The CUDA GEMM chain needs the trainer's kernels (kernels/, issue 6):
-// until then this benchmark runs the host backend only, and says so.
+// parameter update).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bench/common/report.h"
+#include "bench/pipeline/chain.h"
 #include "offload/optim/cpu_executor.h"
 #include "offload/optim/cpu_optimizer.h"
 #include "runtime/base/error.h"
@@ -38,10 +39,11 @@ double ms_since(Clock::time_point t0) {
 }
 
 struct Options {
-  std::string device = "host:mem=2GiB";
+  std::string device = "auto";  // cuda:0 when usable, else host:mem=4GiB
   int layers = 8;
-  std::size_t width = std::size_t{1} << 20;  // elements per layer
-  double layer_ms = -1;                      // fwd+bwd per layer; <0: match the CPU update
+  int dim = 0;                  // layer = dim x dim; 0: 4096 on CUDA, 1024 on the host
+  int tokens = 4096;            // CUDA: rows of each GEMM
+  double layer_ms = -1;         // host: fwd+bwd per layer; <0: match the CPU update
   int steps = 12;
   int threads = 0;
   std::string json;
@@ -49,8 +51,8 @@ struct Options {
 
 [[noreturn]] void usage(const std::string& error) {
   std::fprintf(stderr,
-               "%s%susage: zoro-bench-pipeline [--device SPEC] [--layers L] [--width ELEMS]\n"
-               "         [--layer-ms MS] [--steps N] [--threads T] [--json FILE]\n",
+               "%s%susage: zoro-bench-pipeline [--device SPEC] [--layers L] [--dim D]\n"
+               "         [--tokens T] [--layer-ms MS] [--steps N] [--threads T] [--json FILE]\n",
                error.c_str(), error.empty() ? "" : "\n");
   throw zoro::InvalidArgument(error.empty() ? "usage" : error);
 }
@@ -76,8 +78,10 @@ Options parse(int argc, char** argv) {
       o.device = value();
     } else if (a == "--layers") {
       o.layers = static_cast<int>(integer(value(), 1, 1024));
-    } else if (a == "--width") {
-      o.width = static_cast<std::size_t>(integer(value(), 1024, 1L << 32));
+    } else if (a == "--dim") {
+      o.dim = static_cast<int>(integer(value(), 64, 65536));
+    } else if (a == "--tokens") {
+      o.tokens = static_cast<int>(integer(value(), 1, 1 << 20));
     } else if (a == "--layer-ms") {
       const std::string v = value();
       char* end = nullptr;
@@ -98,6 +102,8 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
+std::size_t layer_elems(const Options& o) { return static_cast<std::size_t>(o.dim) * o.dim; }
+
 zoro::Config engine_config(const Options& o, bool dpu) {
   zoro::Config c;
   c.device = o.device;
@@ -106,12 +112,12 @@ zoro::Config engine_config(const Options& o, bool dpu) {
   c.optimizer = zoro::OptimizerKind::kAdamW;
   c.lr = 1e-4;
   c.clip_norm = 1.0;
-  c.bucket_bytes = zoro::align_up(o.width * 2, 4096);
+  c.bucket_bytes = zoro::align_up(layer_elems(o) * 2, 4096);
   c.bucket_count = 3;
   c.dpu = dpu;
   c.dpu_warmup_steps = 1;
   c.cpu_threads = o.threads;
-  c.chunk_elems = std::max<std::size_t>(o.width / 2, 1024);
+  c.chunk_elems = std::max<std::size_t>(layer_elems(o) / 2, 1024);
   c.trace = false;
   return c;
 }
@@ -124,30 +130,65 @@ struct ModeResult {
   double update_ms = 0;
 };
 
-// Median step time (ms) of the steps after the first two, and the engine's own figures.
-ModeResult run_mode(const Options& o, zoro::device::Device& dev, bool dpu, double layer_ms) {
-  zoro::Engine engine(engine_config(o, dpu), dev);
+std::vector<zoro::ParamId> add_layers(zoro::Engine& engine, const Options& o) {
   std::vector<zoro::ParamId> ids;
   for (int l = 0; l < o.layers; ++l) {
-    ids.push_back(engine.add_parameter("layer" + std::to_string(l), {static_cast<std::int64_t>(o.width)},
-                                       [](std::span<float> w) { std::fill(w.begin(), w.end(), 0.01f); }));
+    ids.push_back(engine.add_parameter(
+        "layer" + std::to_string(l), {o.dim, o.dim},
+        [](std::span<float> w) { std::fill(w.begin(), w.end(), 0.01f); }));
   }
+  return ids;
+}
+
+std::unique_ptr<zoro::bench::ComputeChain> make_chain(zoro::Engine& engine, const Options& o,
+                                                      const std::vector<zoro::ParamId>& ids,
+                                                      double layer_ms) {
+  if (engine.device().backend() == zoro::device::BackendKind::kCuda) {
+    return zoro::bench::make_gpu_chain(engine, ids, o.dim, o.tokens);
+  }
+  return zoro::bench::make_host_chain(engine, o.dim, layer_ms);
+}
+
+// Forward and backward of the whole chain without the engine's gradient path (gradients into a
+// scratch buffer), timed by events on the compute stream: the compute term of the bound.
+double calibrate_compute(const Options& o, zoro::device::Device& dev, double layer_ms) {
+  zoro::Engine engine(engine_config(o, false), dev);
+  const auto ids = add_layers(engine, o);
   engine.finalize();
+  auto chain = make_chain(engine, o, ids, layer_ms);
+  auto scratch = dev.allocate(zoro::device::MemoryKind::kDevice, layer_elems(o) * 2);
+  auto start = dev.create_event({.timing = true});
+  auto end = dev.create_event({.timing = true});
+  std::vector<double> ms;
+  for (int r = 0; r < 6; ++r) {
+    start->record(engine.compute_stream());
+    for (int l = 0; l < o.layers; ++l) chain->forward(l);
+    for (int l = o.layers; l-- > 0;) chain->backward(l, scratch.data());
+    end->record(engine.compute_stream());
+    engine.compute_stream().synchronize();
+    if (r > 0) ms.push_back(end->elapsed_ms_since(*start));
+  }
+  return zoro::bench::median(ms);
+}
+
+// Median step time (ms) of the steps after the first two, and the engine's own figures.
+ModeResult run_mode(const Options& o, zoro::device::Device& dev, bool dpu, double layer_ms,
+                    std::string* chain_description) {
+  zoro::Engine engine(engine_config(o, dpu), dev);
+  const auto ids = add_layers(engine, o);
+  engine.finalize();
+  auto chain = make_chain(engine, o, ids, layer_ms);
+  *chain_description = chain->describe();
   auto& compute = engine.compute_stream();
-  const auto fwd = std::chrono::duration<double, std::milli>(layer_ms / 3);
-  const auto bwd = std::chrono::duration<double, std::milli>(layer_ms * 2 / 3);
   std::vector<double> times, exposed, d2h, h2d, update;
   auto t_prev = Clock::now();
   for (int s = 0; s < o.steps; ++s) {
     engine.begin_step();
-    for (int l = 0; l < o.layers; ++l) {
-      compute.launch_host_fn("fwd " + std::to_string(l), [fwd] { std::this_thread::sleep_for(fwd); });
-    }
+    for (int l = 0; l < o.layers; ++l) chain->forward(l);
     for (int l = o.layers; l-- > 0;) {
-      compute.launch_host_fn("bwd " + std::to_string(l), [bwd] { std::this_thread::sleep_for(bwd); });
-      void* g = engine.grad_slot(ids[static_cast<std::size_t>(l)]);
-      compute.memset_async(g, 0x3c, o.width * 2);  // bf16 0x3c3c = 0.0115: finite gradients
-      engine.grads_ready({ids[static_cast<std::size_t>(l)]});
+      const auto id = ids[static_cast<std::size_t>(l)];
+      chain->backward(l, engine.grad_slot(id));
+      engine.grads_ready({id});
     }
     const zoro::StepReport report = engine.end_step();
     if (report.timing && s >= 2) {
@@ -177,15 +218,14 @@ ModeResult run_mode(const Options& o, zoro::device::Device& dev, bool dpu, doubl
 }
 
 int run(int argc, char** argv) {
-  const Options o = parse(argc, argv);
-  auto dev = zoro::device::open_device(o.device);
-  if (dev->backend() != zoro::device::BackendKind::kHost) {
-    std::fprintf(stderr,
-                 "zoro-bench-pipeline: the GPU GEMM chain needs kernels/ (issue 6); run it with "
-                 "--device host for now\n");
-    return 2;
+  Options o = parse(argc, argv);
+  if (o.device == "auto") {
+    o.device = zoro::device::cuda_device_count() > 0 ? "cuda:0" : "host:mem=4GiB";
   }
-  const std::size_t n = static_cast<std::size_t>(o.layers) * o.width;
+  auto dev = zoro::device::open_device(o.device);
+  const bool gpu = dev->backend() == zoro::device::BackendKind::kCuda;
+  if (o.dim == 0) o.dim = gpu ? 4096 : 1024;
+  const std::size_t n = static_cast<std::size_t>(o.layers) * layer_elems(o);
 
   // Calibration, same process: the CPU update alone, and the copies alone.
   zoro::optim::CpuExecutor exec(zoro::optim::CpuExecutor::Options{o.threads, -1});
@@ -206,32 +246,43 @@ int run(int argc, char** argv) {
   const double t_update = zoro::bench::median(update_ms);
   auto dbuf = dev->allocate(zoro::device::MemoryKind::kDevice, n * 2);
   auto pbuf = dev->allocate(zoro::device::MemoryKind::kPinnedHost, n * 2);
-  auto stream = dev->create_stream({"calibrate"});
+  auto dbuf2 = dev->allocate(zoro::device::MemoryKind::kDevice, n * 2);
+  auto pbuf2 = dev->allocate(zoro::device::MemoryKind::kPinnedHost, n * 2);
+  auto stream = dev->create_stream({"calibrate d2h"});
+  auto stream2 = dev->create_stream({"calibrate h2d"});
   std::memset(pbuf.data(), 0, n * 2);
+  std::memset(pbuf2.data(), 0, n * 2);
   std::vector<double> copy_ms;
   for (int r = 0; r < 7; ++r) {
     const auto t0 = Clock::now();
-    stream->copy_async(pbuf.data(), dbuf.data(), n * 2);  // gradients down
-    stream->copy_async(dbuf.data(), pbuf.data(), n * 2);  // weights up
+    // Gradients down and weights up at once, on two streams, as the engine moves them.
+    stream->copy_async(pbuf.data(), dbuf.data(), n * 2);
+    stream2->copy_async(dbuf2.data(), pbuf2.data(), n * 2);
     stream->synchronize();
+    stream2->synchronize();
     copy_ms.push_back(ms_since(t0));
   }
   const double t_copy = zoro::bench::median(copy_ms);
+  dbuf.reset();
+  dbuf2.reset();
   const double layer_ms = o.layer_ms >= 0 ? o.layer_ms : t_update / o.layers;
-  const double t_compute = layer_ms * o.layers;
+  const double t_compute = calibrate_compute(o, *dev, layer_ms);
   const double bound = std::max({t_compute, t_copy, t_update});
 
-  std::printf("zoro-bench-pipeline on %s (host backend: copies are memcpy, compute is sleep)\n",
-              dev->info().spec.c_str());
-  std::printf("model: %d layers x %zu params = %.1fM params, bf16 working weights, AdamW\n",
-              o.layers, o.width, static_cast<double>(n) / 1e6);
-  std::printf("bound per step: compute %.2f ms, D2H+H2D %.2f ms, CPU update %.2f ms -> %.2f ms\n\n",
+  std::printf("zoro-bench-pipeline on %s (%s)\n", dev->info().spec.c_str(),
+              gpu ? dev->info().name.c_str()
+                  : "host backend: copies are memcpy, compute is sleep");
+  std::printf("model: %d layers x %d x %d = %.1fM params, bf16 working weights, AdamW\n",
+              o.layers, o.dim, o.dim, static_cast<double>(n) / 1e6);
+  std::printf("bound per step: compute %.2f ms, D2H+H2D (at once) %.2f ms, CPU update %.2f ms -> %.2f ms\n",
               t_compute, t_copy, t_update, bound);
   zoro::bench::Table table({"mode", "step ms", "bound ms", "step/bound", "exposed ms", "d2h ms",
                             "h2d ms", "update ms"});
   nlohmann::json results = nlohmann::json::array();
   for (bool dpu : {false, true}) {
-    const ModeResult mr = run_mode(o, *dev, dpu, layer_ms);
+    std::string chain;
+    const ModeResult mr = run_mode(o, *dev, dpu, layer_ms, &chain);
+    if (!dpu) std::printf("compute: %s\n\n", chain.c_str());
     const char* name = dpu ? "offload + DPU" : "offload (sync)";
     table.add_row({name, zoro::bench::fmt("%.2f", mr.step_ms), zoro::bench::fmt("%.2f", bound),
                    zoro::bench::fmt("%.3f", mr.step_ms / bound),
@@ -250,7 +301,8 @@ int run(int argc, char** argv) {
   doc["context"] = zoro::bench::run_context();
   doc["device"] = dev->info().spec;
   doc["layers"] = o.layers;
-  doc["width"] = o.width;
+  doc["dim"] = o.dim;
+  doc["tokens"] = gpu ? o.tokens : 0;
   doc["layer_ms"] = layer_ms;
   doc["bound"] = {{"compute_ms", t_compute}, {"copy_ms", t_copy}, {"update_ms", t_update},
                   {"bound_ms", bound}};

@@ -659,5 +659,38 @@ TEST(Engine, GradientCopiesOverlapTheRestOfBackward) {
   std::filesystem::remove(path);
 }
 
+TEST(Engine, DpuUploadsHideBehindTheRestOfBackward) {
+  ZORO_TRACE_SEED();
+  auto rng = testing::make_rng(900);
+  Config c = base_config();
+  c.device = "host:mem=64MiB:trace";
+  c.trace = true;
+  c.dpu = true;
+  c.dpu_warmup_steps = 1;
+  Engine engine(c);
+  Fixture f = register_model(engine, rng);
+  engine.finalize();
+  ToyTrainer trainer(engine, f.ids);
+  trainer.micro_step(random_grads(rng));  // synchronous (warm-up)
+  trainer.micro_step(random_grads(rng));  // launches its update in the background
+  device::Trace& trace = *engine.trace();
+  trace.clear();
+  // Step 3: once every parameter but the first has been released, the last chunk of step 2's
+  // update (all of whose parameters are released) must go up while backward is still busy:
+  // the compute task below cannot finish until that copy has completed on the H2D stream.
+  bool uploaded_during_backward = false;
+  trainer.micro_step(random_grads(rng), [&](std::size_t k) {
+    if (k != 0) return;
+    engine.compute_stream().launch_host_fn("backward tail", [&] {
+      uploaded_during_backward = wait_for_record(trace, "h2d", "h2d chunk 1 (dpu)");
+    });
+  });
+  engine.flush();
+  EXPECT_TRUE(uploaded_during_backward) << "no DPU upload ran while backward was computing";
+  const auto records = trace.snapshot();
+  EXPECT_LT(device::find_record(records, "h2d", "h2d chunk 1 (dpu)").seq_end,
+            device::find_record(records, "compute", "backward tail").seq_end);
+}
+
 }  // namespace
 }  // namespace zoro
