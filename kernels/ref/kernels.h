@@ -132,4 +132,28 @@ void cast_bf16_to_f32(float* out, const std::uint16_t* in, std::size_t n);
 void cast_f32_to_f16(std::uint16_t* out, const float* in, std::size_t n);
 void cast_f16_to_f32(float* out, const std::uint16_t* in, std::size_t n);
 
+// ---- AdamW (the optimizer on the device, without offload) ------------------------------
+// Hyper-parameters, as zoro::optim::AdamConfig (offload/optim/cpu_optimizer.h): lr >= 0,
+// beta1 and beta2 in [0, 1), eps >= 0, weight_decay >= 0, all finite. decoupled_weight_decay:
+// true is AdamW (p *= 1 - lr * wd), false is Adam with L2 (g += wd * p when wd > 0).
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.f;
+  bool decoupled_weight_decay = true;
+};
+// One update of n elements, fp32 master weights and moments m, v, updated in place; when
+// bf16_out is not nullptr, the new weights rounded to bf16 (half.h's float_to_bf16) are
+// written there. step >= 1 is the update count (bias correction); grad_scale (finite, > 0)
+// multiplies each gradient first. Note [Device AdamW order]: exactly the per-element sequence
+// of IEEE operations of zoro::optim::adam_step (its Adam formula block), coefficients computed
+// in double and rounded once to fp32 as there, std::fma where it fuses; so the result is
+// bit-identical to adam_step with fp32 moments, and the CUDA twin follows the same sequence
+// with explicitly rounded intrinsics. A plain serial loop (the oracle); buffers must not
+// overlap. Bad hyper-parameters, step or null buffers throw before anything is written.
+void adamw_step(float* master, float* m, float* v, const float* grad, std::uint16_t* bf16_out,
+                std::size_t n, const AdamWConfig& config, std::int64_t step, float grad_scale);
+
 }  // namespace zoro::kernels::ref
