@@ -4,10 +4,7 @@ find_package(Hwloc REQUIRED)
 find_package(TBB REQUIRED COMPONENTS tbb)
 find_package(tomlplusplus 3 REQUIRED)  # config files
 find_package(Boost 1.74 REQUIRED)       # header-only: Asio for the comm/ rendezvous
-# OpenBLAS (Debian libopenblas-dev) for the reference kernels' GEMMs: through pkg-config, which
-# also gives the include directory of its cblas.h.
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(OpenBLAS REQUIRED IMPORTED_TARGET openblas)
+find_package(OpenBLAS REQUIRED)       # the reference kernels' GEMMs (cmake/FindOpenBLAS.cmake)
 
 # CUDA: AUTO enables it when a CUDA compiler is found; ON demands it.
 set(ZORO_HAS_CUDA OFF)

@@ -15,4 +15,5 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/zoroConfigVersion.cmake
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/zoroConfig.cmake ${PROJECT_BINARY_DIR}/zoroConfigVersion.cmake
   ${PROJECT_SOURCE_DIR}/cmake/FindHwloc.cmake ${PROJECT_SOURCE_DIR}/cmake/FindNCCL.cmake
+  ${PROJECT_SOURCE_DIR}/cmake/FindOpenBLAS.cmake
   DESTINATION ${ZORO_INSTALL_CMAKEDIR})
