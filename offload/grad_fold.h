@@ -28,12 +28,12 @@ struct FoldSegment {
   std::size_t bucket_elem = 0;  // where the gradient starts in the bucket, in elements
   std::size_t flat_offset = 0;  // where it goes in the accumulator
   std::size_t elems = 0;
-  bool first = false;           // the first contribution this step: store, do not add
-  bool want_norm = false;       // compute the accumulated gradient's sum of squares
+  bool first = false;      // the first contribution this step: store, do not add
+  bool want_norm = false;  // compute the accumulated gradient's sum of squares
 };
 
 struct FoldResult {
-  double sum_squares = 0;  // of the accumulated values, when want_norm
+  double sum_squares = 0;   // of the accumulated values, when want_norm
   bool non_finite = false;  // an Inf or NaN among the incoming gradient values
 };
 

@@ -37,8 +37,8 @@ MemoryPlan::MemoryPlan(const PlanOptions& o) {
                     Place::kDevice, mul(p, size_of(o.working), "working weights")});
   lines_.push_back({"gradient bucket ring", Place::kDevice, ring});
   if (o.device_reserve_bytes > 0) {
-    lines_.push_back({"trainer reserve (activations, workspace)", Place::kDevice,
-                      o.device_reserve_bytes});
+    lines_.push_back(
+        {"trainer reserve (activations, workspace)", Place::kDevice, o.device_reserve_bytes});
   }
   lines_.push_back({"fp32 master weights", Place::kPinnedHost, mul(p, 4, "master weights")});
   const auto states = static_cast<std::size_t>(o.optimizer_states);
@@ -49,9 +49,9 @@ MemoryPlan::MemoryPlan(const PlanOptions& o) {
                     Place::kPinnedHost, mul(p, o.dpu ? 8 : 4, "gradient accumulator")});
   lines_.push_back({"gradient landing zone", Place::kPinnedHost, ring});
   const std::size_t staging_elems =
-      o.staging_chunk_elems == 0 ? p
-                                 : std::min(p, mul(o.staging_chunk_elems, o.staging_chunks,
-                                                   "staging ring"));
+      o.staging_chunk_elems == 0
+          ? p
+          : std::min(p, mul(o.staging_chunk_elems, o.staging_chunks, "staging ring"));
   if (o.working != DType::kF32) {
     lines_.push_back({"half-precision staging", Place::kPinnedHost,
                       mul(staging_elems, size_of(o.working), "staging")});
@@ -87,15 +87,15 @@ void MemoryPlan::check_fits(std::size_t device_capacity, std::size_t host_budget
   const std::size_t host = total(Place::kPinnedHost);
   if (dev > device_capacity) {
     ZORO_THROW(OutOfMemory, "memory plan does not fit the device: needs "
-                                << format_bytes(dev) << " (" << dev << " B: "
-                                << describe(Place::kDevice) << ") but the capacity is "
+                                << format_bytes(dev) << " (" << dev
+                                << " B: " << describe(Place::kDevice) << ") but the capacity is "
                                 << format_bytes(device_capacity) << " (" << device_capacity
                                 << " B)");
   }
   if (host > host_budget) {
     ZORO_THROW(OutOfMemory, "memory plan does not fit the host budget: needs "
-                                << format_bytes(host) << " (" << host << " B: "
-                                << describe(Place::kPinnedHost) << ") but the budget is "
+                                << format_bytes(host) << " (" << host
+                                << " B: " << describe(Place::kPinnedHost) << ") but the budget is "
                                 << format_bytes(host_budget) << " (" << host_budget << " B)");
   }
 }
@@ -108,8 +108,8 @@ std::string MemoryPlan::to_string() const {
                   place_name(l.place), format_bytes(l.bytes).c_str());
     out << line;
   }
-  std::snprintf(line, sizeof line, "  %-44s %-12s %12s\n  %-44s %-12s %12s\n", "total",
-                "device", format_bytes(total(Place::kDevice)).c_str(), "total", "pinned host",
+  std::snprintf(line, sizeof line, "  %-44s %-12s %12s\n  %-44s %-12s %12s\n", "total", "device",
+                format_bytes(total(Place::kDevice)).c_str(), "total", "pinned host",
                 format_bytes(total(Place::kPinnedHost)).c_str());
   out << line;
   return out.str();

@@ -71,7 +71,8 @@ void put_u32(std::string& out, std::uint32_t v) {
 
 std::uint32_t get_u32(const char* p) {
   std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<std::uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
 }
 
@@ -196,7 +197,8 @@ void write_checkpoint(const std::string& dir, const CheckpointState& state,
                       const std::vector<CheckpointSection>& sections) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) ZORO_THROW(IoError, "cannot create checkpoint directory '" << dir << "': " << ec.message());
+  if (ec)
+    ZORO_THROW(IoError, "cannot create checkpoint directory '" << dir << "': " << ec.message());
   std::vector<SectionEntry> table;
   table.push_back({"config.toml", state.config_toml.size(),
                    crc32c(state.config_toml.data(), state.config_toml.size())});
@@ -260,14 +262,17 @@ CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& e
   std::size_t expected_bytes = sizeof fixed + header_bytes + 4 + sizeof kEndMagic;
   for (const auto& e : parsed.table) expected_bytes += e.bytes;
   if (file_bytes != expected_bytes) {
-    ZORO_THROW(IoError, "checkpoint '" << path << "' is " << (file_bytes < expected_bytes ? "truncated" : "longer than its header says")
-                                       << ": " << file_bytes << " bytes, expected "
-                                       << expected_bytes);
+    ZORO_THROW(IoError, "checkpoint '"
+                            << path << "' is "
+                            << (file_bytes < expected_bytes ? "truncated"
+                                                            : "longer than its header says")
+                            << ": " << file_bytes << " bytes, expected " << expected_bytes);
   }
 
   // Same model?
   const CheckpointState& got = parsed.state;
-  if (got.layout_fingerprint != expect.layout_fingerprint || got.params.size() != expect.params.size()) {
+  if (got.layout_fingerprint != expect.layout_fingerprint ||
+      got.params.size() != expect.params.size()) {
     std::ostringstream why;
     why << "checkpoint '" << path << "' is of another model: it has " << got.params.size()
         << " parameters, this model " << expect.params.size();
@@ -282,8 +287,9 @@ CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& e
           << (in_got ? "'" + got.params[i].name + "' [" + shape_text(got.params[i].shape) + "]"
                      : std::string("(none)"))
           << ", model "
-          << (in_exp ? "'" + expect.params[i].name + "' [" + shape_text(expect.params[i].shape) + "]"
-                     : std::string("(none)"));
+          << (in_exp
+                  ? "'" + expect.params[i].name + "' [" + shape_text(expect.params[i].shape) + "]"
+                  : std::string("(none)"));
       break;
     }
     ZORO_THROW(InvalidArgument, why.str());
@@ -330,18 +336,19 @@ CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& e
     ZORO_THROW(IoError, "checkpoint '" << path << "' is corrupted: bad end marker");
   }
   if (got.config_fingerprint != expect.config_fingerprint) {
-    ZORO_THROW(InvalidArgument, "checkpoint '" << path
-                                               << "' was written with another optimizer or "
-                                                  "precision configuration: "
-                                               << config_differences(expect.config_toml,
-                                                                     stored_config));
+    ZORO_THROW(InvalidArgument, "checkpoint '"
+                                    << path
+                                    << "' was written with another optimizer or "
+                                       "precision configuration: "
+                                    << config_differences(expect.config_toml, stored_config));
   }
 
   // Pass 2: fill the sections.
   in.clear();
   in.seekg(data_start + static_cast<std::streamoff>(parsed.table[0].bytes));
   for (const auto& s : sections) {
-    if (s.bytes > 0 && !in.read(static_cast<char*>(s.data), static_cast<std::streamsize>(s.bytes))) {
+    if (s.bytes > 0 &&
+        !in.read(static_cast<char*>(s.data), static_cast<std::streamsize>(s.bytes))) {
       ZORO_THROW(IoError, "checkpoint '" << path << "': cannot read section '" << s.name << "'");
     }
   }

@@ -1,10 +1,11 @@
 #include "runtime/config.h"
 
+#include <toml++/toml.h>
+
 #include <cmath>
 #include <cstdio>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "runtime/base/check.h"
 #include "runtime/base/file_util.h"
@@ -14,10 +15,14 @@ namespace zoro {
 
 const char* to_string(OptimizerKind kind) {
   switch (kind) {
-    case OptimizerKind::kAdam: return "adam";
-    case OptimizerKind::kAdamW: return "adamw";
-    case OptimizerKind::kAdagrad: return "adagrad";
-    case OptimizerKind::kLion: return "lion";
+    case OptimizerKind::kAdam:
+      return "adam";
+    case OptimizerKind::kAdamW:
+      return "adamw";
+    case OptimizerKind::kAdagrad:
+      return "adagrad";
+    case OptimizerKind::kLion:
+      return "lion";
   }
   return "?";
 }
@@ -121,7 +126,8 @@ class Reader {
   void collect(const toml::table& table, const std::string& prefix,
                std::vector<std::string>& unknown) const {
     for (const auto& [k, v] : table) {
-      const std::string path = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+      const std::string path =
+          prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
       if (const auto* sub = v.as_table(); sub != nullptr && !known_.contains(path)) {
         bool is_section = false;
         for (const auto& kk : known_) is_section |= kk.rfind(path + ".", 0) == 0;
@@ -228,26 +234,24 @@ void Config::validate() const {
               "loss_scale.growth_factor", loss_scale.growth_factor, "must be > 1");
   check_range(loss_scale.backoff_factor > 0 && loss_scale.backoff_factor < 1,
               "loss_scale.backoff_factor", loss_scale.backoff_factor, "must be in (0, 1)");
-  check_range(std::isfinite(loss_scale.min) && loss_scale.min > 0 &&
-                  loss_scale.min <= loss_scale.init,
-              "loss_scale.min", loss_scale.min, "must be in (0, loss_scale.init]");
+  check_range(
+      std::isfinite(loss_scale.min) && loss_scale.min > 0 && loss_scale.min <= loss_scale.init,
+      "loss_scale.min", loss_scale.min, "must be in (0, loss_scale.init]");
   ZORO_CHECK(bucket_bytes >= 4096 && bucket_bytes <= (std::size_t{4} << 30),
              "config: offload.bucket_bytes = " << bucket_bytes << " must be in [4KiB, 4GiB]");
   check_range(bucket_count >= 1 && bucket_count <= 1024, "offload.bucket_count", bucket_count,
               "must be in [1, 1024]");
-  check_range(grad_accum_steps >= 1, "offload.grad_accum_steps", grad_accum_steps,
-              "must be >= 1");
-  check_range(dpu_warmup_steps >= 0, "offload.dpu_warmup_steps", dpu_warmup_steps,
-              "must be >= 0");
+  check_range(grad_accum_steps >= 1, "offload.grad_accum_steps", grad_accum_steps, "must be >= 1");
+  check_range(dpu_warmup_steps >= 0, "offload.dpu_warmup_steps", dpu_warmup_steps, "must be >= 0");
   check_range(cpu_threads >= 0 && cpu_threads <= 4096, "offload.cpu_threads", cpu_threads,
               "must be in [0, 4096] (0: the cores near the GPU)");
-  ZORO_CHECK(chunk_elems >= 1024, "config: offload.chunk_elems = " << chunk_elems
-                                                                   << " must be >= 1024");
+  ZORO_CHECK(chunk_elems >= 1024,
+             "config: offload.chunk_elems = " << chunk_elems << " must be >= 1024");
   const std::size_t ram = physical_memory_bytes();
-  ZORO_CHECK(host_budget_bytes <= ram, "config: offload.host_budget = "
-                                           << format_bytes(host_budget_bytes)
-                                           << " exceeds this machine's physical memory ("
-                                           << format_bytes(ram) << ")");
+  ZORO_CHECK(host_budget_bytes <= ram,
+             "config: offload.host_budget = " << format_bytes(host_budget_bytes)
+                                              << " exceeds this machine's physical memory ("
+                                              << format_bytes(ram) << ")");
 }
 
 std::size_t Config::effective_host_budget() const {

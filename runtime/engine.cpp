@@ -37,7 +37,9 @@ int optimizer_states(OptimizerKind kind) {
 // fp32 -> the working dtype's bits, and back.
 void round_to(DType dtype, const float* src, void* dst, std::size_t n) {
   switch (dtype) {
-    case DType::kF32: std::memcpy(dst, src, n * 4); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
     case DType::kBF16: {
       auto* d = static_cast<std::uint16_t*>(dst);
       for (std::size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
@@ -54,12 +56,16 @@ void round_to(DType dtype, const float* src, void* dst, std::size_t n) {
 std::vector<float> widen(DType dtype, const void* src, std::size_t n) {
   std::vector<float> out(n);
   switch (dtype) {
-    case DType::kF32: std::memcpy(out.data(), src, n * 4); break;
+    case DType::kF32:
+      std::memcpy(out.data(), src, n * 4);
+      break;
     case DType::kBF16:
-      for (std::size_t i = 0; i < n; ++i) out[i] = bf16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = bf16_to_float(static_cast<const std::uint16_t*>(src)[i]);
       break;
     case DType::kF16:
-      for (std::size_t i = 0; i < n; ++i) out[i] = fp16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = fp16_to_float(static_cast<const std::uint16_t*>(src)[i]);
       break;
   }
   return out;
@@ -115,9 +121,9 @@ struct Engine::Impl {
 
   // Per parameter (trainer thread): the step serial that last slotted / folded it, and the
   // micro-step serial that last slotted it.
-  std::vector<std::uint64_t> touched_serial;   // first contribution in step `serial`
-  std::vector<std::uint64_t> slotted_micro;    // slotted in micro-step `micro_serial`
-  std::vector<std::uint64_t> norm_serial;      // the norm was computed in the last micro-step
+  std::vector<std::uint64_t> touched_serial;  // first contribution in step `serial`
+  std::vector<std::uint64_t> slotted_micro;   // slotted in micro-step `micro_serial`
+  std::vector<std::uint64_t> norm_serial;     // the norm was computed in the last micro-step
 
   // Per accumulator parity: written by folds, read by the update after the fold event.
   std::vector<double> norm_sq[2];
@@ -126,15 +132,15 @@ struct Engine::Impl {
 
   // Step state (trainer thread).
   bool in_micro_step = false;
-  int micro_step = 0;               // 1..grad_accum_steps while in a step
-  std::uint64_t step_serial = 1;    // the optimizer step being accumulated (1-based)
+  int micro_step = 0;             // 1..grad_accum_steps while in a step
+  std::uint64_t step_serial = 1;  // the optimizer step being accumulated (1-based)
   std::uint64_t micro_serial = 0;
-  std::int64_t steps_done = 0;      // optimizer steps ended (applied or skipped)
+  std::int64_t steps_done = 0;  // optimizer steps ended (applied or skipped)
   std::size_t bytes_d2h_micro = 0;
 
   // Optimizer state.
   std::unique_ptr<optim::CpuExecutor> executor;
-  std::int64_t optimizer_t = 0;     // applied updates (bias correction); updater-owned
+  std::int64_t optimizer_t = 0;  // applied updates (bias correction); updater-owned
   mutable std::mutex scaler_mutex;
   std::unique_ptr<LossScaler> scaler;
 
@@ -163,8 +169,8 @@ struct Engine::Impl {
   std::mutex event_pool_mutex;
   std::vector<std::unique_ptr<device::Event>> event_pool_all;
   std::vector<device::Event*> event_pool_free;
-  std::shared_ptr<TimingRecord> open_record;    // the step being accumulated
-  std::shared_ptr<TimingRecord> armed_record;   // DPU: the update whose uploads are armed
+  std::shared_ptr<TimingRecord> open_record;   // the step being accumulated
+  std::shared_ptr<TimingRecord> armed_record;  // DPU: the update whose uploads are armed
   std::deque<std::shared_ptr<TimingRecord>> pending_records;
   std::optional<StepTiming> latest_timing;
 
@@ -182,8 +188,8 @@ struct Engine::Impl {
   };
   std::vector<ChunkState> chunk_state;
   std::vector<std::unique_ptr<device::Event>> released;  // per chunk, on the compute stream
-  bool uploads_armed = false;     // an update's chunks are awaiting upload
-  std::size_t uploaded_bytes = 0;  // by the armed update so far
+  bool uploads_armed = false;                            // an update's chunks are awaiting upload
+  std::size_t uploaded_bytes = 0;                        // by the armed update so far
 
   // Accumulator parity of a step: DPU alternates two accumulators (Note [DPU]).
   int parity_of(std::uint64_t serial) const { return cfg.dpu ? static_cast<int>(serial & 1) : 0; }
@@ -240,8 +246,9 @@ struct Engine::Impl {
   }
 
   // A copy on `stream` between a pair of timing events appended to `pairs`.
-  void timed_copy(device::Stream& stream, std::vector<std::pair<device::Event*, device::Event*>>& pairs,
-                  std::string label, void* dst, const void* src, std::size_t bytes) {
+  void timed_copy(device::Stream& stream,
+                  std::vector<std::pair<device::Event*, device::Event*>>& pairs, std::string label,
+                  void* dst, const void* src, std::size_t bytes) {
     device::Event* start = take_event();
     device::Event* end = take_event();
     start->record(stream);
@@ -339,8 +346,7 @@ struct Engine::Impl {
     const DType wire = cfg.grad_dtype;
     fold->launch_host_fn(
         "fold bucket " + std::to_string(index),
-        [this, segs = std::move(segs), params = std::move(params), accumulator, src, wire,
-         parity] {
+        [this, segs = std::move(segs), params = std::move(params), accumulator, src, wire, parity] {
           for (std::size_t i = 0; i < segs.size(); ++i) {
             const auto r = offload::fold_segment(src, wire, segs[i], accumulator);
             if (segs[i].want_norm) norm_sq[parity][params[i].value] = r.sum_squares;
@@ -376,9 +382,7 @@ struct Engine::Impl {
     return job;
   }
 
-  const void* upload_source() {
-    return half_working() ? staging.data() : master.data();
-  }
+  const void* upload_source() { return half_working() ? staging.data() : master.data(); }
 
   UpdateOutcome run_update(const UpdateJob& job) {
     UpdateOutcome out;
@@ -435,10 +439,9 @@ struct Engine::Impl {
       trace->end(span, "cpu-update", "update chunk " + k);
       span = trace->begin();
       if (!job.upload_per_chunk) return;
-      timed_copy(*h2d, job.record->h2d, "h2d chunk " + k,
-                 working.as<std::byte>() + chunk.begin * wb,
-                 static_cast<const std::byte*>(upload_source()) + chunk.begin * wb,
-                 chunk.size() * wb);
+      timed_copy(
+          *h2d, job.record->h2d, "h2d chunk " + k, working.as<std::byte>() + chunk.begin * wb,
+          static_cast<const std::byte*>(upload_source()) + chunk.begin * wb, chunk.size() * wb);
       job.record->bytes_h2d += chunk.size() * wb;
       out.bytes_h2d += chunk.size() * wb;
       if (after_chunk_upload_hook) after_chunk_upload_hook(chunk_index - 1);
@@ -491,8 +494,8 @@ struct Engine::Impl {
         c.eps = static_cast<float>(cfg.eps);
         c.weight_decay = static_cast<float>(cfg.weight_decay);
         c.decoupled_weight_decay = cfg.optimizer == OptimizerKind::kAdamW;
-        optim::AdamBuffers b{master_span, {state0.data(), n, sd}, {state1.data(), n, sd}, grad,
-                             half_out};
+        optim::AdamBuffers b{
+            master_span, {state0.data(), n, sd}, {state1.data(), n, sd}, grad, half_out};
         optim::adam_step(*executor, c, info, b, range, chunk_elems, on_chunk);
         break;
       }
@@ -662,9 +665,8 @@ ParamId Engine::add_parameter(std::string name, std::vector<std::int64_t> shape,
                               std::span<const float> init) {
   ZORO_CHECK(!impl_->finalized, "add_parameter('" << name << "') after finalize()");
   const std::size_t numel = offload::FlatLayout::checked_numel(name, shape);
-  ZORO_CHECK(init.size() == numel, "parameter '" << name << "' has " << numel
-                                                 << " elements but " << init.size()
-                                                 << " initial values were given");
+  ZORO_CHECK(init.size() == numel, "parameter '" << name << "' has " << numel << " elements but "
+                                                 << init.size() << " initial values were given");
   const ParamId id = impl_->layout.add(std::move(name), std::move(shape));
   impl_->init_values.emplace_back(init.begin(), init.end());
   return id;
@@ -678,7 +680,9 @@ ParamId Engine::add_parameter(std::string name, std::vector<std::int64_t> shape,
   return add_parameter(std::move(name), std::move(shape), values);
 }
 
-offload::MemoryPlan Engine::preview_plan() const { return offload::MemoryPlan(impl_->plan_options()); }
+offload::MemoryPlan Engine::preview_plan() const {
+  return offload::MemoryPlan(impl_->plan_options());
+}
 
 void Engine::finalize() {
   Impl& m = *impl_;
@@ -967,9 +971,8 @@ void Engine::save_checkpoint(const std::string& dir) {
   Impl& m = *impl_;
   m.require_finalized("save_checkpoint()");
   ZORO_CHECK(!m.in_micro_step && m.micro_step == 0,
-             "save_checkpoint() inside an optimizer step (micro-step " << m.micro_step << " of "
-                                                                       << m.cfg.grad_accum_steps
-                                                                       << "): save between steps");
+             "save_checkpoint() inside an optimizer step (micro-step "
+                 << m.micro_step << " of " << m.cfg.grad_accum_steps << "): save between steps");
   // Finish the running update but keep a pending DPU upload pending: the device keeps the
   // one-step-stale weights an uninterrupted run would compute with (Note [Checkpoint]).
   if (m.running) m.last_outcome = m.collect_running();

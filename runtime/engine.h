@@ -77,34 +77,34 @@ using offload::ParamId;
 // Device-measured figures of one optimizer step, available once its copies have completed
 // (Note [Step timing] in engine.cpp): a report carries those of the latest such step.
 struct StepTiming {
-  std::int64_t step = 0;       // the optimizer step (1-based) these figures belong to
-  double d2h_ms = 0;           // gradient copies down, summed over buckets
-  double h2d_ms = 0;           // weight copies up, summed over chunks
+  std::int64_t step = 0;  // the optimizer step (1-based) these figures belong to
+  double d2h_ms = 0;      // gradient copies down, summed over buckets
+  double h2d_ms = 0;      // weight copies up, summed over chunks
   // From the end of backward to the completion of the last weight copy: the longest the next
   // forward can have waited for the new weights (0 for a skipped update). With DPU, the end
   // of the backward of the step during which the weights were uploaded.
   double exposed_ms = 0;
-  double update_ms = 0;        // the CPU update's wall time
-  std::size_t bytes_d2h = 0;   // over all micro-steps of the step
+  double update_ms = 0;       // the CPU update's wall time
+  std::size_t bytes_d2h = 0;  // over all micro-steps of the step
   std::size_t bytes_h2d = 0;
 };
 
 struct StepReport {
-  std::int64_t step = 0;        // optimizer steps taken so far (applied or skipped)
-  int micro_step = 0;           // 1..grad_accum_steps within the step
-  bool boundary = false;        // this call ended an optimizer step
-  bool applied = false;         // the optimizer updated the weights (false: skipped/no boundary)
-  bool overflow = false;        // an Inf/NaN gradient skipped the step
-  bool deferred = false;        // DPU: the update was launched and will land later
-  double grad_norm = 0;         // global norm of the unscaled gradient (before clipping)
-  double clip_factor = 1;       // applied to the gradient (<= 1)
-  double loss_scale = 1;        // in force for the next step
+  std::int64_t step = 0;   // optimizer steps taken so far (applied or skipped)
+  int micro_step = 0;      // 1..grad_accum_steps within the step
+  bool boundary = false;   // this call ended an optimizer step
+  bool applied = false;    // the optimizer updated the weights (false: skipped/no boundary)
+  bool overflow = false;   // an Inf/NaN gradient skipped the step
+  bool deferred = false;   // DPU: the update was launched and will land later
+  double grad_norm = 0;    // global norm of the unscaled gradient (before clipping)
+  double clip_factor = 1;  // applied to the gradient (<= 1)
+  double loss_scale = 1;   // in force for the next step
   // Host-side durations of this call's work (milliseconds).
-  double wait_folds_ms = 0;     // end_step blocked on outstanding gradient folds
-  double update_ms = 0;         // CPU optimizer (wall, on the thread that ran it)
-  double end_step_ms = 0;       // end_step's own wall time (what the trainer's loop waited)
-  std::size_t bytes_d2h = 0;    // gradient bytes copied down during this micro-step
-  std::size_t bytes_h2d = 0;    // weight bytes copied up by this call
+  double wait_folds_ms = 0;   // end_step blocked on outstanding gradient folds
+  double update_ms = 0;       // CPU optimizer (wall, on the thread that ran it)
+  double end_step_ms = 0;     // end_step's own wall time (what the trainer's loop waited)
+  std::size_t bytes_d2h = 0;  // gradient bytes copied down during this micro-step
+  std::size_t bytes_h2d = 0;  // weight bytes copied up by this call
   // The latest step whose copies have all completed (often the previous one, since end_step
   // does not wait for the copies it enqueues); empty until one has.
   std::optional<StepTiming> timing;

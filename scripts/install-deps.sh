@@ -7,7 +7,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git clang-format
   libhwloc-dev hwloc libtbb-dev libboost-dev
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev

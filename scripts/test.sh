@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this):
-#   1. installs missing Debian packages (scripts/install-deps.sh);
+#   1. installs missing Debian packages (scripts/install-deps.sh) and checks the formatting;
 #   2. builds zoro (CUDA when a toolkit is present; GPU tests skip visibly without a GPU) and
 #      runs every test, the install-tree consumer test included;
 #   3. builds the host-backend tests under ThreadSanitizer and AddressSanitizer (CUDA off,
@@ -21,6 +21,9 @@ if [ ! -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null; then
 fi
 
 step() { printf '\n=== %s ===\n' "$*"; }
+
+step "format (.clang-format)"
+git ls-files -- '*.cpp' '*.h' '*.cu' '*.cuh' | xargs clang-format --dry-run --Werror
 
 step "build (RelWithDebInfo)"
 cmake -S "$root" -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cuda_args[@]}"

@@ -29,8 +29,8 @@ std::string Table::render() const {
     for (std::size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
   }
   auto numeric = [](const std::string& s) {
-    return !s.empty() && (std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' ||
-                          s[0] == '.');
+    return !s.empty() &&
+           (std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' || s[0] == '.');
   };
   std::ostringstream out;
   auto line = [&](const std::vector<std::string>& cells, bool header) {

@@ -44,9 +44,9 @@ double ms_since(Clock::time_point t0) {
 struct Options {
   std::string device = "auto";  // cuda:0 when usable, else host:mem=4GiB
   int layers = 8;
-  int dim = 0;                  // layer = dim x dim; 0: 4096 on CUDA, 1024 on the host
-  int tokens = 4096;            // CUDA: rows of each GEMM
-  double layer_ms = -1;         // host: fwd+bwd per layer; <0: match the CPU update
+  int dim = 0;           // layer = dim x dim; 0: 4096 on CUDA, 1024 on the host
+  int tokens = 4096;     // CUDA: rows of each GEMM
+  double layer_ms = -1;  // host: fwd+bwd per layer; <0: match the CPU update
   int steps = 12;
   int threads = 0;
   std::string json;
@@ -89,7 +89,8 @@ Options parse(int argc, char** argv) {
       const std::string v = value();
       char* end = nullptr;
       o.layer_ms = std::strtod(v.c_str(), &end);
-      if (end == v.c_str() || *end != '\0' || o.layer_ms < 0) usage("--layer-ms " + v + " is not a number >= 0");
+      if (end == v.c_str() || *end != '\0' || o.layer_ms < 0)
+        usage("--layer-ms " + v + " is not a number >= 0");
     } else if (a == "--steps") {
       o.steps = static_cast<int>(integer(value(), 3, 100000));
     } else if (a == "--threads") {
@@ -140,9 +141,9 @@ struct ModeResult {
 std::vector<zoro::ParamId> add_layers(zoro::Engine& engine, const Options& o) {
   std::vector<zoro::ParamId> ids;
   for (int l = 0; l < o.layers; ++l) {
-    ids.push_back(engine.add_parameter(
-        "layer" + std::to_string(l), {o.dim, o.dim},
-        [](std::span<float> w) { std::fill(w.begin(), w.end(), 0.01f); }));
+    ids.push_back(
+        engine.add_parameter("layer" + std::to_string(l), {o.dim, o.dim},
+                             [](std::span<float> w) { std::fill(w.begin(), w.end(), 0.01f); }));
   }
   return ids;
 }
@@ -292,8 +293,10 @@ int run(int argc, char** argv) {
   for (int r = 0; r < 7; ++r) {
     const auto t0 = Clock::now();
     zoro::optim::adam_step(exec, ac, {r + 1, 1.f},
-                           {std::span<float>(w), {m.data(), n, zoro::DType::kF32},
-                            {v.data(), n, zoro::DType::kF32}, {g.data(), n, zoro::DType::kF32},
+                           {std::span<float>(w),
+                            {m.data(), n, zoro::DType::kF32},
+                            {v.data(), n, zoro::DType::kF32},
+                            {g.data(), n, zoro::DType::kF32},
                             {half.data(), n, zoro::DType::kBF16}});
     update_ms.push_back(ms_since(t0));
   }
@@ -324,12 +327,12 @@ int run(int argc, char** argv) {
   const double bound = std::max({t_compute, t_copy, t_update});
 
   std::printf("zoro-bench-pipeline on %s (%s)\n", dev->info().spec.c_str(),
-              gpu ? dev->info().name.c_str()
-                  : "host backend: copies are memcpy, compute is sleep");
-  std::printf("model: %d layers x %d x %d = %.1fM params, bf16 working weights, AdamW\n",
-              o.layers, o.dim, o.dim, static_cast<double>(n) / 1e6);
-  std::printf("bound per step: compute %.2f ms, D2H+H2D (at once) %.2f ms, CPU update %.2f ms -> %.2f ms\n",
-              t_compute, t_copy, t_update, bound);
+              gpu ? dev->info().name.c_str() : "host backend: copies are memcpy, compute is sleep");
+  std::printf("model: %d layers x %d x %d = %.1fM params, bf16 working weights, AdamW\n", o.layers,
+              o.dim, o.dim, static_cast<double>(n) / 1e6);
+  std::printf(
+      "bound per step: compute %.2f ms, D2H+H2D (at once) %.2f ms, CPU update %.2f ms -> %.2f ms\n",
+      t_compute, t_copy, t_update, bound);
   std::string chain;
   std::vector<ModeResult> offload;
   for (bool dpu : {false, true}) {
@@ -357,10 +360,10 @@ int run(int argc, char** argv) {
                    have_no ? zoro::bench::fmt("%.3f", vs_no) : "-",
                    zoro::bench::fmt("%.2f", mr.exposed_ms), zoro::bench::fmt("%.2f", mr.d2h_ms),
                    zoro::bench::fmt("%.2f", mr.h2d_ms), zoro::bench::fmt("%.2f", mr.update_ms)});
-    nlohmann::json row = {{"mode", dpu ? "dpu" : "sync"}, {"step_ms", mr.step_ms},
-                          {"bound_ms", bound}, {"ratio", mr.step_ms / bound},
-                          {"exposed_ms", mr.exposed_ms}, {"d2h_ms", mr.d2h_ms},
-                          {"h2d_ms", mr.h2d_ms}, {"update_ms", mr.update_ms}};
+    nlohmann::json row = {
+        {"mode", dpu ? "dpu" : "sync"}, {"step_ms", mr.step_ms},       {"bound_ms", bound},
+        {"ratio", mr.step_ms / bound},  {"exposed_ms", mr.exposed_ms}, {"d2h_ms", mr.d2h_ms},
+        {"h2d_ms", mr.h2d_ms},          {"update_ms", mr.update_ms}};
     // offload step time / no-offload step time; null when the baseline did not run.
     row["vs_no_offload"] = have_no ? nlohmann::json(vs_no) : nlohmann::json(nullptr);
     results.push_back(row);
@@ -371,11 +374,12 @@ int run(int argc, char** argv) {
     results.push_back({{"mode", "device"}, {"step_ms", no.step_ms}, {"update_ms", no.update_ms}});
   }
   std::printf("%s\n", table.render().c_str());
-  std::printf("exposed: end of backward -> new weights on the device (engine, device-measured).\n"
-              "vs no-offload: step time over the optimizer-on-device baseline's (no clipping\n"
-              "there; its update ms is all layers' adamw_step, device-measured).\n"
-              "Target (issue 4): step <= 1.10 x bound. On a 2-core host the fold, the copies and\n"
-              "the CPU update share the same cores, which the bound (max of the three) ignores.\n");
+  std::printf(
+      "exposed: end of backward -> new weights on the device (engine, device-measured).\n"
+      "vs no-offload: step time over the optimizer-on-device baseline's (no clipping\n"
+      "there; its update ms is all layers' adamw_step, device-measured).\n"
+      "Target (issue 4): step <= 1.10 x bound. On a 2-core host the fold, the copies and\n"
+      "the CPU update share the same cores, which the bound (max of the three) ignores.\n");
   nlohmann::json doc;
   doc["benchmark"] = "pipeline";
   doc["context"] = zoro::bench::run_context();
@@ -384,8 +388,8 @@ int run(int argc, char** argv) {
   doc["dim"] = o.dim;
   doc["tokens"] = gpu ? o.tokens : 0;
   doc["layer_ms"] = layer_ms;
-  doc["bound"] = {{"compute_ms", t_compute}, {"copy_ms", t_copy}, {"update_ms", t_update},
-                  {"bound_ms", bound}};
+  doc["bound"] = {
+      {"compute_ms", t_compute}, {"copy_ms", t_copy}, {"update_ms", t_update}, {"bound_ms", bound}};
   doc["results"] = results;
   doc["no_offload"] = have_no ? nlohmann::json{{"ran", true}, {"step_ms", no.step_ms}}
                               : nlohmann::json{{"ran", false}, {"skipped", no.skipped}};

@@ -23,14 +23,14 @@
 #define ZORO_STRINGIFY_IMPL(x) #x
 #define ZORO_STRINGIFY(x) ZORO_STRINGIFY_IMPL(x)
 
-#define ZORO_CHECK_T(Type, cond, msg)                                                   \
-  do {                                                                                  \
-    if (!(cond)) [[unlikely]] {                                                         \
-      std::ostringstream zoro_msg_;                                                     \
-      zoro_msg_ << msg;                                                                 \
+#define ZORO_CHECK_T(Type, cond, msg)                                                     \
+  do {                                                                                    \
+    if (!(cond)) [[unlikely]] {                                                           \
+      std::ostringstream zoro_msg_;                                                       \
+      zoro_msg_ << msg;                                                                   \
       throw Type(::zoro::detail::format_error(__FILE__, __LINE__, "check failed: " #cond, \
-                                              zoro_msg_.str()));                        \
-    }                                                                                   \
+                                              zoro_msg_.str()));                          \
+    }                                                                                     \
   } while (0)
 
 #define ZORO_CHECK(cond, msg) ZORO_CHECK_T(::zoro::InvalidArgument, cond, msg)
@@ -39,36 +39,36 @@
   ZORO_CHECK_T(::zoro::Error, cond, "internal invariant violated (a bug in zoro)")
 
 // Throw a typed error with a formatted message, unconditionally.
-#define ZORO_THROW(Type, msg)                                                           \
-  do {                                                                                  \
-    std::ostringstream zoro_msg_;                                                       \
-    zoro_msg_ << msg;                                                                   \
-    throw Type(::zoro::detail::format_error(__FILE__, __LINE__, "", zoro_msg_.str()));  \
+#define ZORO_THROW(Type, msg)                                                          \
+  do {                                                                                 \
+    std::ostringstream zoro_msg_;                                                      \
+    zoro_msg_ << msg;                                                                  \
+    throw Type(::zoro::detail::format_error(__FILE__, __LINE__, "", zoro_msg_.str())); \
   } while (0)
 
-#define ZORO_SYS_CHECK(stmt)                                                            \
-  do {                                                                                  \
-    if ((stmt) == -1) [[unlikely]] {                                                    \
-      const int zoro_errno_ = errno;                                                    \
-      ::zoro::detail::throw_backend_error(__FILE__, __LINE__, #stmt, "system",          \
-                                          zoro_errno_, std::strerror(zoro_errno_));     \
-    }                                                                                   \
+#define ZORO_SYS_CHECK(stmt)                                                                \
+  do {                                                                                      \
+    if ((stmt) == -1) [[unlikely]] {                                                        \
+      const int zoro_errno_ = errno;                                                        \
+      ::zoro::detail::throw_backend_error(__FILE__, __LINE__, #stmt, "system", zoro_errno_, \
+                                          std::strerror(zoro_errno_));                      \
+    }                                                                                       \
   } while (0)
 
 // hwloc's int-returning calls report failure as -1 with errno.
-#define ZORO_HWLOC_CHECK(stmt)                                                          \
-  do {                                                                                  \
-    if ((stmt) < 0) [[unlikely]] {                                                      \
-      const int zoro_errno_ = errno;                                                    \
-      ::zoro::detail::throw_backend_error(__FILE__, __LINE__, #stmt, "hwloc",           \
-                                          zoro_errno_, std::strerror(zoro_errno_));     \
-    }                                                                                   \
+#define ZORO_HWLOC_CHECK(stmt)                                                             \
+  do {                                                                                     \
+    if ((stmt) < 0) [[unlikely]] {                                                         \
+      const int zoro_errno_ = errno;                                                       \
+      ::zoro::detail::throw_backend_error(__FILE__, __LINE__, #stmt, "hwloc", zoro_errno_, \
+                                          std::strerror(zoro_errno_));                     \
+    }                                                                                      \
   } while (0)
 
-#define ZORO_HWLOC_CHECK_NOTHROW(stmt)                                                  \
-  do {                                                                                  \
-    if ((stmt) < 0) [[unlikely]] {                                                      \
-      ZORO_LOG(kWarn) << __FILE__ << ":" << __LINE__ << ": " #stmt " failed: "          \
-                      << std::strerror(errno);                                          \
-    }                                                                                   \
+#define ZORO_HWLOC_CHECK_NOTHROW(stmt)                                   \
+  do {                                                                   \
+    if ((stmt) < 0) [[unlikely]] {                                       \
+      ZORO_LOG(kWarn) << __FILE__ << ":" << __LINE__                     \
+                      << ": " #stmt " failed: " << std::strerror(errno); \
+    }                                                                    \
   } while (0)

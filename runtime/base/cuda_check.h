@@ -14,34 +14,33 @@
 
 #include "runtime/base/check.h"
 
-#define ZORO_CUDA_CHECK(stmt)                                                           \
-  do {                                                                                  \
-    const cudaError_t zoro_status_ = (stmt);                                            \
-    if (zoro_status_ != cudaSuccess) [[unlikely]] {                                     \
-      ::zoro::detail::throw_backend_error(                                              \
-          __FILE__, __LINE__, #stmt, "CUDA", static_cast<long>(zoro_status_),           \
-          std::string(cudaGetErrorName(zoro_status_)) + ": " +                          \
-              cudaGetErrorString(zoro_status_));                                        \
-    }                                                                                   \
+#define ZORO_CUDA_CHECK(stmt)                                                                     \
+  do {                                                                                            \
+    const cudaError_t zoro_status_ = (stmt);                                                      \
+    if (zoro_status_ != cudaSuccess) [[unlikely]] {                                               \
+      ::zoro::detail::throw_backend_error(                                                        \
+          __FILE__, __LINE__, #stmt, "CUDA", static_cast<long>(zoro_status_),                     \
+          std::string(cudaGetErrorName(zoro_status_)) + ": " + cudaGetErrorString(zoro_status_)); \
+    }                                                                                             \
   } while (0)
 
-#define ZORO_CUDA_CHECK_NOTHROW(stmt)                                                   \
-  do {                                                                                  \
-    const cudaError_t zoro_status_ = (stmt);                                            \
-    if (zoro_status_ != cudaSuccess) [[unlikely]] {                                     \
-      ZORO_LOG(kError) << #stmt " failed: " << cudaGetErrorName(zoro_status_) << ": "   \
-                       << cudaGetErrorString(zoro_status_);                             \
-    }                                                                                   \
+#define ZORO_CUDA_CHECK_NOTHROW(stmt)                                                 \
+  do {                                                                                \
+    const cudaError_t zoro_status_ = (stmt);                                          \
+    if (zoro_status_ != cudaSuccess) [[unlikely]] {                                   \
+      ZORO_LOG(kError) << #stmt " failed: " << cudaGetErrorName(zoro_status_) << ": " \
+                       << cudaGetErrorString(zoro_status_);                           \
+    }                                                                                 \
   } while (0)
 
 #define ZORO_CUDA_CHECK_LAUNCH() ZORO_CUDA_CHECK(cudaGetLastError())
 
-#define ZORO_CUBLAS_CHECK(stmt)                                                         \
-  do {                                                                                  \
-    const cublasStatus_t zoro_status_ = (stmt);                                         \
-    if (zoro_status_ != CUBLAS_STATUS_SUCCESS) [[unlikely]] {                           \
-      ::zoro::detail::throw_backend_error(__FILE__, __LINE__, #stmt, "cuBLAS",          \
-                                          static_cast<long>(zoro_status_),              \
-                                          cublasGetStatusString(zoro_status_));         \
-    }                                                                                   \
+#define ZORO_CUBLAS_CHECK(stmt)                                                 \
+  do {                                                                          \
+    const cublasStatus_t zoro_status_ = (stmt);                                 \
+    if (zoro_status_ != CUBLAS_STATUS_SUCCESS) [[unlikely]] {                   \
+      ::zoro::detail::throw_backend_error(__FILE__, __LINE__, #stmt, "cuBLAS",  \
+                                          static_cast<long>(zoro_status_),      \
+                                          cublasGetStatusString(zoro_status_)); \
+    }                                                                           \
   } while (0)

@@ -12,9 +12,12 @@ enum class DType : std::uint8_t { kF32, kF16, kBF16 };
 constexpr std::size_t size_of(DType t) { return t == DType::kF32 ? 4 : 2; }
 constexpr const char* to_string(DType t) {
   switch (t) {
-    case DType::kF32: return "fp32";
-    case DType::kF16: return "fp16";
-    case DType::kBF16: return "bf16";
+    case DType::kF32:
+      return "fp32";
+    case DType::kF16:
+      return "fp16";
+    case DType::kBF16:
+      return "bf16";
   }
   return "?";
 }

@@ -116,7 +116,8 @@ struct Crc32cTables {
       t[0][i] = c;
     }
     for (std::size_t s = 1; s < 8; ++s) {
-      for (std::uint32_t i = 0; i < 256; ++i) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xff];
+      for (std::uint32_t i = 0; i < 256; ++i)
+        t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xff];
     }
   }
 };

@@ -18,11 +18,16 @@ std::atomic<int> g_threshold{kUnset};
 
 const char* level_name(Level level) {
   switch (level) {
-    case Level::kError: return "E";
-    case Level::kWarn: return "W";
-    case Level::kInfo: return "I";
-    case Level::kDebug: return "D";
-    case Level::kOff: return "-";
+    case Level::kError:
+      return "E";
+    case Level::kWarn:
+      return "W";
+    case Level::kInfo:
+      return "I";
+    case Level::kDebug:
+      return "D";
+    case Level::kOff:
+      return "-";
   }
   return "?";
 }

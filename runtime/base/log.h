@@ -17,7 +17,9 @@ Level threshold();
 void set_threshold(Level level);
 // Parses "error", "warn", "info", "debug", "off" (case-insensitive); throws InvalidArgument.
 Level parse_level(std::string_view text);
-inline bool enabled(Level level) { return static_cast<int>(level) <= static_cast<int>(threshold()); }
+inline bool enabled(Level level) {
+  return static_cast<int>(level) <= static_cast<int>(threshold());
+}
 
 // One log line, emitted (to stderr) when destroyed.
 class Line {
@@ -39,7 +41,7 @@ class Line {
 
 }  // namespace zoro::log
 
-#define ZORO_LOG(level)                                              \
-  if (!::zoro::log::enabled(::zoro::log::Level::level)) {            \
-  } else                                                             \
+#define ZORO_LOG(level)                                   \
+  if (!::zoro::log::enabled(::zoro::log::Level::level)) { \
+  } else                                                  \
     ::zoro::log::Line(::zoro::log::Level::level, __FILE__, __LINE__)

@@ -15,8 +15,8 @@ namespace zoro {
 
 std::size_t parse_bytes(std::string_view text, std::string_view what) {
   auto fail = [&](const char* why) {
-    ZORO_THROW(InvalidArgument, what << "='" << text << "' " << why
-                                     << " (expected e.g. 512MiB, 1.5GiB, 4096)");
+    ZORO_THROW(InvalidArgument,
+               what << "='" << text << "' " << why << " (expected e.g. 512MiB, 1.5GiB, 4096)");
   };
   std::string_view s = text;
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
@@ -30,9 +30,9 @@ std::size_t parse_bytes(std::string_view text, std::string_view what) {
   if (num_end == 0) fail("does not start with a number");
   std::string_view number = s.substr(0, num_end);
   std::string unit(s.substr(num_end));
-  unit.erase(std::remove_if(unit.begin(), unit.end(),
-                            [](unsigned char c) { return std::isspace(c); }),
-             unit.end());
+  unit.erase(
+      std::remove_if(unit.begin(), unit.end(), [](unsigned char c) { return std::isspace(c); }),
+      unit.end());
   std::transform(unit.begin(), unit.end(), unit.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   double scale = 1;

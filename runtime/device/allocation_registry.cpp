@@ -17,11 +17,10 @@ void AllocationRegistry::reserve(MemoryKind kind, std::size_t bytes) {
   const std::size_t free_bytes = capacity_[i] - std::min(used_[i], capacity_[i]);
   if (bytes > free_bytes) {
     ZORO_THROW(OutOfMemory, device_name_ << ": cannot allocate " << format_bytes(bytes) << " ("
-                                         << bytes << " B) of " << to_string(kind)
-                                         << " memory: " << format_bytes(free_bytes) << " ("
-                                         << free_bytes << " B) free of "
-                                         << format_bytes(capacity_[i]) << " capacity, "
-                                         << format_bytes(used_[i]) << " in use");
+                                         << bytes << " B) of " << to_string(kind) << " memory: "
+                                         << format_bytes(free_bytes) << " (" << free_bytes
+                                         << " B) free of " << format_bytes(capacity_[i])
+                                         << " capacity, " << format_bytes(used_[i]) << " in use");
   }
   used_[i] += bytes;
   peak_[i] = std::max(peak_[i], used_[i]);

@@ -160,11 +160,11 @@ class Stream {
 
 struct DeviceInfo {
   BackendKind backend = BackendKind::kHost;
-  std::string name;          // "NVIDIA H100 80GB HBM3" or "host"
-  std::string spec;          // the spec it was opened with, normalised ("cuda:0", "host:mem=...")
-  int ordinal = 0;           // CUDA device index; 0 on the host backend
-  std::string pci_bus_id;    // "0000:41:00.0" on CUDA; empty on the host backend
-  int numa_node = -1;        // where pinned memory is bound; -1 when unknown
+  std::string name;        // "NVIDIA H100 80GB HBM3" or "host"
+  std::string spec;        // the spec it was opened with, normalised ("cuda:0", "host:mem=...")
+  int ordinal = 0;         // CUDA device index; 0 on the host backend
+  std::string pci_bus_id;  // "0000:41:00.0" on CUDA; empty on the host backend
+  int numa_node = -1;      // where pinned memory is bound; -1 when unknown
   std::size_t memory_capacity_bytes = 0;  // device memory cap in force
 };
 

@@ -12,17 +12,22 @@ namespace zoro::device {
 
 const char* to_string(BackendKind kind) {
   switch (kind) {
-    case BackendKind::kHost: return "host";
-    case BackendKind::kCuda: return "cuda";
+    case BackendKind::kHost:
+      return "host";
+    case BackendKind::kCuda:
+      return "cuda";
   }
   return "?";
 }
 
 const char* to_string(MemoryKind kind) {
   switch (kind) {
-    case MemoryKind::kDevice: return "device";
-    case MemoryKind::kPinnedHost: return "pinned host";
-    case MemoryKind::kPageableHost: return "pageable host";
+    case MemoryKind::kDevice:
+      return "device";
+    case MemoryKind::kPinnedHost:
+      return "pinned host";
+    case MemoryKind::kPageableHost:
+      return "pageable host";
   }
   return "?";
 }

@@ -32,7 +32,8 @@ Topology& Topology::instance() {
 Topology::Topology() : impl_(std::make_unique<Impl>()) {
   ZORO_HWLOC_CHECK(hwloc_topology_init(&impl_->topo));
   // PCI devices are needed to find the GPU's node; keep only the important ones (cheap).
-  ZORO_HWLOC_CHECK(hwloc_topology_set_io_types_filter(impl_->topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT));
+  ZORO_HWLOC_CHECK(
+      hwloc_topology_set_io_types_filter(impl_->topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT));
   if (hwloc_topology_load(impl_->topo) < 0) {
     const int err = errno;
     hwloc_topology_destroy(impl_->topo);
@@ -60,7 +61,8 @@ int Topology::numa_node_count() const {
 int Topology::current_numa_node() const {
   hwloc_obj_t node = nullptr;
   while ((node = hwloc_get_next_obj_by_type(impl_->topo, HWLOC_OBJ_NUMANODE, node)) != nullptr) {
-    if (hwloc_bitmap_intersects(node->cpuset, impl_->allowed)) return static_cast<int>(node->logical_index);
+    if (hwloc_bitmap_intersects(node->cpuset, impl_->allowed))
+      return static_cast<int>(node->logical_index);
   }
   return 0;
 }
@@ -90,7 +92,8 @@ int Topology::numa_node_near_pci(std::string_view pci_bus_id) const {
 std::vector<int> Topology::allowed_cpus() const { return bitmap_to_vector(impl_->allowed); }
 
 std::vector<int> Topology::cpus_of_numa_node(int node) const {
-  hwloc_obj_t obj = hwloc_get_obj_by_type(impl_->topo, HWLOC_OBJ_NUMANODE, static_cast<unsigned>(node));
+  hwloc_obj_t obj =
+      hwloc_get_obj_by_type(impl_->topo, HWLOC_OBJ_NUMANODE, static_cast<unsigned>(node));
   if (obj == nullptr || obj->cpuset == nullptr) return allowed_cpus();
   hwloc_bitmap_t set = hwloc_bitmap_alloc();
   hwloc_bitmap_and(set, obj->cpuset, impl_->allowed);
@@ -139,9 +142,9 @@ void Topology::bind_current_thread_to_cpu(int os_cpu) const {
   const int err = errno;
   hwloc_bitmap_free(set);
   if (rc < 0) {
-    detail::throw_backend_error(__FILE__, __LINE__, "hwloc_set_cpubind(thread)", "hwloc", err,
-                                std::string(std::strerror(err)) + " (cpu " +
-                                    std::to_string(os_cpu) + ")");
+    detail::throw_backend_error(
+        __FILE__, __LINE__, "hwloc_set_cpubind(thread)", "hwloc", err,
+        std::string(std::strerror(err)) + " (cpu " + std::to_string(os_cpu) + ")");
   }
 }
 

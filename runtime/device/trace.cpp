@@ -22,9 +22,15 @@ std::string json_escape(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -95,8 +101,9 @@ void Trace::write_chrome_trace(const std::string& path) const {
     json += first ? "" : ",\n";
     first = false;
     json += "{\"ph\":\"X\",\"pid\":1,\"tid\":" + std::to_string(it->second) + ",\"name\":\"" +
-            json_escape(r.label) + "\"," + times + ",\"args\":{\"seq_begin\":" +
-            std::to_string(r.seq_begin) + ",\"seq_end\":" + std::to_string(r.seq_end) + "}}";
+            json_escape(r.label) + "\"," + times +
+            ",\"args\":{\"seq_begin\":" + std::to_string(r.seq_begin) +
+            ",\"seq_end\":" + std::to_string(r.seq_end) + "}}";
   }
   json += "\n]}\n";
   write_file_atomically(path, json);

@@ -14,8 +14,8 @@ namespace zoro {
 namespace {
 
 std::filesystem::path scratch_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("zoro-" + name + "-" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("zoro-" + name + "-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -83,8 +83,8 @@ TEST(Crc32c, KnownVectorsAndIncrementalUse) {
   const auto data = testing::random_bytes(rng, 4099);
   for (std::size_t split : {0ul, 1ul, 7ul, 8ul, 1000ul, 4099ul}) {
     const std::uint32_t whole = crc32c(data.data(), data.size());
-    const std::uint32_t part = crc32c(data.data() + split, data.size() - split,
-                                      crc32c(data.data(), split));
+    const std::uint32_t part =
+        crc32c(data.data() + split, data.size() - split, crc32c(data.data(), split));
     EXPECT_EQ(whole, part) << "split at " << split;
   }
 }

@@ -57,7 +57,8 @@ TEST_P(GradFold, StoresThenAddsAtTheFlatOffsetAcrossBlocks) {
   EXPECT_EQ(acc[flat_at + n], 123.f);
   EXPECT_EQ(r2.sum_squares, sum_squares(acc.data() + flat_at, n));
   double naive = 0;
-  for (std::size_t i = 0; i < n; ++i) naive += static_cast<double>(acc[flat_at + i]) * acc[flat_at + i];
+  for (std::size_t i = 0; i < n; ++i)
+    naive += static_cast<double>(acc[flat_at + i]) * acc[flat_at + i];
   EXPECT_NEAR(r2.sum_squares, naive, 1e-9 * naive);
 }
 
@@ -84,7 +85,9 @@ TEST_P(GradFold, FlagsInfAndNanInAnyBlock) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Wire, GradFold, ::testing::Values(DType::kF32, DType::kBF16, DType::kF16),
-                         [](const auto& param_info) { return std::string(to_string(param_info.param)); });
+                         [](const auto& param_info) {
+                           return std::string(to_string(param_info.param));
+                         });
 
 }  // namespace
 }  // namespace zoro::offload

@@ -60,9 +60,12 @@ Config base_config() {
 // Rounds a gradient to what crosses the link (the wire dtype), as fp32.
 float on_wire(DType wire, float g) {
   switch (wire) {
-    case DType::kBF16: return bf16_to_float(float_to_bf16(g));
-    case DType::kF16: return fp16_to_float(float_to_fp16(g));
-    case DType::kF32: return g;
+    case DType::kBF16:
+      return bf16_to_float(float_to_bf16(g));
+    case DType::kF16:
+      return fp16_to_float(float_to_fp16(g));
+    case DType::kF32:
+      return g;
   }
   return g;
 }
@@ -136,7 +139,8 @@ class Reference {
         if (acc[p].empty()) {
           for (float g : ms[p]) acc[p].push_back(on_wire(cfg_.grad_dtype, g));
         } else {
-          for (std::size_t i = 0; i < ms[p].size(); ++i) acc[p][i] += on_wire(cfg_.grad_dtype, ms[p][i]);
+          for (std::size_t i = 0; i < ms[p].size(); ++i)
+            acc[p][i] += on_wire(cfg_.grad_dtype, ms[p][i]);
         }
       }
       if (acc[p].empty()) acc[p].assign(w_[p].size(), 0.f);
@@ -405,7 +409,8 @@ TEST_P(EngineResume, SaveKillResumeContinuesExactly) {
   ToyTrainer trainer(engine, f.ids);
   for (int s = 4; s < 8; ++s) {
     trainer.micro_step(grads[static_cast<std::size_t>(s)]);
-    expect_bitwise_equal(engine.working(f.ids[3]), used_uninterrupted[static_cast<std::size_t>(s - 4)],
+    expect_bitwise_equal(engine.working(f.ids[3]),
+                         used_uninterrupted[static_cast<std::size_t>(s - 4)],
                          "working after step " + std::to_string(s));
   }
   for (std::size_t p = 0; p < f.ids.size(); ++p) {
