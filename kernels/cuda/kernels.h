@@ -28,6 +28,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/ref/kernels.h"
+
 namespace zoro::device {
 class Stream;
 }
@@ -124,7 +126,7 @@ void cast_f32_to_f16(__half* out, const float* in, std::size_t n, cudaStream_t s
 void cast_f16_to_f32(float* out, const __half* in, std::size_t n, cudaStream_t stream);
 
 // ---- AdamW on the device (no offload) -------------------------------------------------
-// The twin of ref::adamw_step: the same fields as ref::AdamWConfig, the same checks, and per
+// The twin of ref::adamw_step: the same config and checks (ref::adamw_coefficients), and per
 // element the same sequence of IEEE operations (Note [Device AdamW order] in
 // kernels/ref/kernels.h), written with explicitly rounded intrinsics (__fmul_rn, __fmaf_rn,
 // __fdiv_rn, __fsqrt_rn) so that nvcc contracts nothing; the coefficients are computed on the
@@ -134,14 +136,7 @@ void cast_f16_to_f32(float* out, const __half* in, std::size_t n, cudaStream_t s
 // One fused grid-stride kernel: master, m, v (fp32) and grad (Elem = float or bf16) are device
 // buffers of n elements, updated in place; working_out (bf16, may be nullptr) receives the new
 // weights rounded to nearest even. Buffers must not overlap.
-struct AdamWConfig {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.f;
-  bool decoupled_weight_decay = true;
-};
+using AdamWConfig = ref::AdamWConfig;
 template <class Elem>
 void adamw_step(float* master, float* m, float* v, const Elem* grad, bf16* working_out,
                 std::size_t n, const AdamWConfig& config, std::int64_t step, float grad_scale,

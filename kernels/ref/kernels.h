@@ -144,6 +144,19 @@ struct AdamWConfig {
   float weight_decay = 0.f;
   bool decoupled_weight_decay = true;
 };
+// The per-call constants of an update, computed once on the host in double and rounded once
+// to fp32, as offload/optim does; shared by the ref and its CUDA twin, so the two cannot drift.
+struct AdamWCoefficients {
+  float grad_scale, weight_decay, decay;
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float neg_step, inv_sqrt_bc2, eps;
+  bool l2;  // Adam with L2: g += weight_decay * p
+};
+// Checks the hyper-parameters, step (>= 1) and grad_scale (finite, > 0), naming the bad value
+// (InvalidArgument), and computes the constants.
+AdamWCoefficients adamw_coefficients(const AdamWConfig& config, std::int64_t step,
+                                     float grad_scale);
+
 // One update of n elements, fp32 master weights and moments m, v, updated in place; when
 // bf16_out is not nullptr, the new weights rounded to bf16 (half.h's float_to_bf16) are
 // written there. step >= 1 is the update count (bias correction); grad_scale (finite, > 0)
