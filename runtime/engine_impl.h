@@ -1,0 +1,647 @@
+// Private to runtime/engine*.cpp: Engine::Impl, the engine's state and its pipeline
+// machinery (Notes [Gradient path], [Step], [DPU], [DPU uploads], [Step timing]). Split from
+// engine.cpp so that the public methods and the checkpoint methods live in files of their
+// own; nothing outside runtime/ includes it (it is not installed).
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+
+#include "offload/grad_fold.h"
+#include "offload/optim/cpu_executor.h"
+#include "offload/optim/cpu_optimizer.h"
+#include "runtime/base/check.h"
+#include "runtime/base/half.h"
+#include "runtime/base/units.h"
+#include "runtime/checkpoint.h"
+#include "runtime/device/trace.h"
+#include "runtime/loss_scaler.h"
+
+namespace zoro {
+
+namespace engine_detail {
+
+using Clock = std::chrono::steady_clock;
+inline double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+inline constexpr std::size_t kSlotAlignBytes = 256;
+
+inline int optimizer_states(OptimizerKind kind) {
+  return kind == OptimizerKind::kAdam || kind == OptimizerKind::kAdamW ? 2 : 1;
+}
+
+// fp32 -> the working dtype's bits, and back.
+inline void round_to(DType dtype, const float* src, void* dst, std::size_t n) {
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
+    case DType::kBF16: {
+      auto* d = static_cast<std::uint16_t*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
+      return;
+    }
+    case DType::kF16: {
+      auto* d = static_cast<std::uint16_t*>(dst);
+      for (std::size_t i = 0; i < n; ++i) d[i] = float_to_fp16(src[i]);
+      return;
+    }
+  }
+}
+
+inline std::vector<float> widen(DType dtype, const void* src, std::size_t n) {
+  std::vector<float> out(n);
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(out.data(), src, n * 4);
+      break;
+    case DType::kBF16:
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = bf16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      break;
+    case DType::kF16:
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = fp16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      break;
+  }
+  return out;
+}
+
+// What an update produced; filled on the thread that ran it.
+struct UpdateOutcome {
+  bool applied = false;
+  bool overflow = false;
+  double grad_norm = 0;
+  double clip_factor = 1;
+  double update_ms = 0;
+  double wait_folds_ms = 0;
+  std::size_t bytes_h2d = 0;
+};
+
+}  // namespace engine_detail
+
+using namespace engine_detail;  // NOLINT: private header of runtime/engine*.cpp only
+
+struct Engine::Impl {
+  Config cfg;
+  std::unique_ptr<device::Device> owned_device;
+  device::Device* dev = nullptr;
+  offload::FlatLayout layout;
+  std::vector<std::vector<float>> init_values;  // per parameter, until finalize
+  std::optional<offload::MemoryPlan> plan;
+  bool finalized = false;
+
+  std::unique_ptr<device::Stream> compute, d2h, fold, h2d;
+  device::Trace own_trace;  // host-worker spans when the device keeps no trace (CUDA)
+  device::Trace* trace = nullptr;
+
+  // Device memory.
+  device::Buffer working;  // total_elems x size_of(dtype)
+  device::Buffer buckets;  // bucket_count x bucket_bytes
+  // Pinned host memory (flat, indexed like the layout).
+  device::Buffer master, state0, state1, staging, landing;
+  device::Buffer acc[2];
+
+  // The bucket ring (trainer thread only, but for the events).
+  struct Segment {
+    ParamId param;
+    std::size_t byte_offset = 0;
+    bool ready = false;
+  };
+  struct Bucket {
+    std::size_t fill_bytes = 0;
+    std::vector<Segment> segments;
+    std::unique_ptr<device::Event> sealed, copied, folded;
+  };
+  std::vector<Bucket> ring;
+  int open_bucket = -1;
+  std::uint64_t buckets_used = 0;
+
+  // Per parameter (trainer thread): the step serial that last slotted / folded it, and the
+  // micro-step serial that last slotted it.
+  std::vector<std::uint64_t> touched_serial;  // first contribution in step `serial`
+  std::vector<std::uint64_t> slotted_micro;   // slotted in micro-step `micro_serial`
+  std::vector<std::uint64_t> norm_serial;     // the norm was computed in the last micro-step
+
+  // Per accumulator parity: written by folds, read by the update after the fold event.
+  std::vector<double> norm_sq[2];
+  bool non_finite[2] = {false, false};
+  std::unique_ptr<device::Event> folds_done[2];
+
+  // Step state (trainer thread).
+  bool in_micro_step = false;
+  int micro_step = 0;             // 1..grad_accum_steps while in a step
+  std::uint64_t step_serial = 1;  // the optimizer step being accumulated (1-based)
+  std::uint64_t micro_serial = 0;
+  std::int64_t steps_done = 0;  // optimizer steps ended (applied or skipped)
+  std::size_t bytes_d2h_micro = 0;
+
+  // Optimizer state.
+  std::unique_ptr<optim::CpuExecutor> executor;
+  std::int64_t optimizer_t = 0;  // applied updates (bias correction); updater-owned
+  mutable std::mutex scaler_mutex;
+  std::unique_ptr<LossScaler> scaler;
+
+  // H2D: the last upload's completion, and the compute-side boundary event.
+  std::unique_ptr<device::Event> h2d_done, boundary;
+  // DPU: the update running on the updater thread.
+  std::optional<std::future<UpdateOutcome>> running;
+  UpdateOutcome last_outcome;
+  std::function<void(std::size_t)> after_chunk_upload_hook;  // tests only
+
+  // Note [Step timing]: each optimizer step gets a record of timing-event pairs around its
+  // copies, the boundary event, and an event after its last weight copy. Records are read, in
+  // step order, once every event in them has completed (query(), never a wait), and their
+  // events go back to a pool. The bucket copies are recorded by the trainer thread; the weight
+  // copies by whichever thread enqueues them (under upload_mutex for DPU).
+  struct TimingRecord {
+    std::int64_t step = 0;
+    std::vector<std::pair<device::Event*, device::Event*>> d2h, h2d;
+    device::Event* boundary = nullptr;
+    device::Event* exposed_from = nullptr;  // DPU: the boundary of the step that uploaded
+    device::Event* done = nullptr;
+    std::size_t bytes_d2h = 0, bytes_h2d = 0;
+    double update_ms = 0;
+    bool closed = false;  // no more events will be added
+  };
+  std::mutex event_pool_mutex;
+  std::vector<std::unique_ptr<device::Event>> event_pool_all;
+  std::vector<device::Event*> event_pool_free;
+  std::shared_ptr<TimingRecord> open_record;   // the step being accumulated
+  std::shared_ptr<TimingRecord> armed_record;  // DPU: the update whose uploads are armed
+  std::deque<std::shared_ptr<TimingRecord>> pending_records;
+  std::optional<StepTiming> latest_timing;
+
+  // DPU uploads (Note [DPU uploads]): the flat space in a fixed grid of chunks; a chunk's new
+  // weights go up once the update has written it AND the current step's backward has released
+  // every parameter overlapping it. Guarded by upload_mutex (trainer and updater threads).
+  std::mutex upload_mutex;
+  std::vector<optim::Range> chunks;
+  std::vector<std::vector<std::uint32_t>> chunks_of_param;
+  std::vector<int> params_in_chunk;
+  struct ChunkState {
+    bool updated = false;
+    int unreleased = 0;
+    bool uploaded = true;
+  };
+  std::vector<ChunkState> chunk_state;
+  std::vector<std::unique_ptr<device::Event>> released;  // per chunk, on the compute stream
+  bool uploads_armed = false;                            // an update's chunks are awaiting upload
+  std::size_t uploaded_bytes = 0;                        // by the armed update so far
+
+  // Accumulator parity of a step: DPU alternates two accumulators (Note [DPU]).
+  int parity_of(std::uint64_t serial) const { return cfg.dpu ? static_cast<int>(serial & 1) : 0; }
+  std::size_t wbytes() const { return size_of(cfg.dtype); }
+  std::size_t gbytes() const { return size_of(cfg.grad_dtype); }
+  bool half_working() const { return cfg.dtype != DType::kF32; }
+  std::size_t total() const { return layout.total_elems(); }
+
+  void require_finalized(const char* what) const {
+    ZORO_CHECK(finalized, what << ": the engine is not finalized (call finalize() first)");
+  }
+
+  offload::PlanOptions plan_options() const {
+    offload::PlanOptions o;
+    o.total_elems = std::max<std::size_t>(total(), offload::kFlatAlignElems);
+    o.working = cfg.dtype;
+    o.grad_wire = cfg.grad_dtype;
+    o.moments = cfg.moments;
+    o.optimizer_states = optimizer_states(cfg.optimizer);
+    o.bucket_bytes = cfg.bucket_bytes;
+    o.bucket_count = static_cast<std::size_t>(cfg.bucket_count);
+    o.dpu = cfg.dpu;
+    return o;
+  }
+
+  // ---- step timing (Note [Step timing]) ----
+
+  device::Event* take_event() {
+    std::lock_guard lock(event_pool_mutex);
+    if (event_pool_free.empty()) {
+      event_pool_all.push_back(dev->create_event({.timing = true}));
+      return event_pool_all.back().get();
+    }
+    device::Event* e = event_pool_free.back();
+    event_pool_free.pop_back();
+    return e;
+  }
+
+  void give_events(const TimingRecord& r) {
+    std::lock_guard lock(event_pool_mutex);
+    for (const auto& [a, b] : r.d2h) event_pool_free.insert(event_pool_free.end(), {a, b});
+    for (const auto& [a, b] : r.h2d) event_pool_free.insert(event_pool_free.end(), {a, b});
+    for (device::Event* e : {r.boundary, r.exposed_from, r.done}) {
+      if (e != nullptr) event_pool_free.push_back(e);
+    }
+  }
+
+  TimingRecord& current_record() {
+    if (!open_record) {
+      open_record = std::make_shared<TimingRecord>();
+      open_record->step = steps_done + 1;
+    }
+    return *open_record;
+  }
+
+  // A copy on `stream` between a pair of timing events appended to `pairs`.
+  void timed_copy(device::Stream& stream,
+                  std::vector<std::pair<device::Event*, device::Event*>>& pairs, std::string label,
+                  void* dst, const void* src, std::size_t bytes) {
+    device::Event* start = take_event();
+    device::Event* end = take_event();
+    start->record(stream);
+    stream.copy_async_labelled(std::move(label), dst, src, bytes);
+    end->record(stream);
+    pairs.push_back({start, end});
+  }
+
+  // Trainer thread: turns the oldest records whose events have all completed into figures.
+  void harvest_timing() {
+    while (!pending_records.empty()) {
+      TimingRecord& r = *pending_records.front();
+      if (!r.closed) return;
+      bool complete = true;
+      for (const device::Event* e : {r.boundary, r.exposed_from, r.done}) {
+        complete = complete && (e == nullptr || e->query());
+      }
+      for (const auto& [a, b] : r.d2h) complete = complete && b->query();
+      for (const auto& [a, b] : r.h2d) complete = complete && b->query();
+      if (!complete) return;
+      StepTiming t;
+      t.step = r.step;
+      for (const auto& [a, b] : r.d2h) t.d2h_ms += b->elapsed_ms_since(*a);
+      for (const auto& [a, b] : r.h2d) t.h2d_ms += b->elapsed_ms_since(*a);
+      const device::Event* from = r.exposed_from != nullptr ? r.exposed_from : r.boundary;
+      if (r.done != nullptr && from != nullptr) {
+        t.exposed_ms = std::max(0.f, r.done->elapsed_ms_since(*from));
+      }
+      t.update_ms = r.update_ms;
+      t.bytes_d2h = r.bytes_d2h;
+      t.bytes_h2d = r.bytes_h2d;
+      latest_timing = t;
+      give_events(r);
+      pending_records.pop_front();
+    }
+  }
+
+  // ---- gradient path (Note [Gradient path]) ----
+
+  std::byte* bucket_device(int index) {
+    return buckets.as<std::byte>() + static_cast<std::size_t>(index) * cfg.bucket_bytes;
+  }
+  std::byte* bucket_landing(int index) {
+    return landing.as<std::byte>() + static_cast<std::size_t>(index) * cfg.bucket_bytes;
+  }
+
+  void open_next_bucket() {
+    const int index = static_cast<int>(buckets_used++ % ring.size());
+    Bucket& b = ring[static_cast<std::size_t>(index)];
+    // The device bucket is free once its previous copy completed: a GPU-side wait, a no-op
+    // unless the ring has wrapped around onto a copy still in flight.
+    compute->wait(*b.copied);
+    b.fill_bytes = 0;
+    b.segments.clear();
+    open_bucket = index;
+  }
+
+  void seal_open_bucket(bool last_micro_step) {
+    if (open_bucket < 0) return;
+    const int index = open_bucket;
+    open_bucket = -1;
+    Bucket& b = ring[static_cast<std::size_t>(index)];
+    if (b.segments.empty()) return;
+    const int parity = parity_of(step_serial);
+    std::vector<offload::FoldSegment> segs;
+    std::vector<ParamId> params;
+    for (const Segment& s : b.segments) {
+      const auto& slot = layout.slot(s.param);
+      ZORO_CHECK(s.ready, "the gradient of '" << slot.name
+                                              << "' was requested with grad_slot() but "
+                                                 "grads_ready() was never called for it");
+      offload::FoldSegment f;
+      f.bucket_elem = s.byte_offset / gbytes();
+      f.flat_offset = slot.offset;
+      f.elems = slot.numel;
+      f.first = touched_serial[s.param.value] != step_serial;
+      f.want_norm = last_micro_step;
+      touched_serial[s.param.value] = step_serial;
+      if (last_micro_step) norm_serial[s.param.value] = step_serial;
+      segs.push_back(f);
+      params.push_back(s.param);
+    }
+    b.sealed->record(*compute);
+    d2h->wait(*b.sealed);
+    d2h->wait(*b.folded);  // the landing zone is free once its previous fold is done
+    TimingRecord& rec = current_record();
+    timed_copy(*d2h, rec.d2h, "d2h bucket " + std::to_string(index), bucket_landing(index),
+               bucket_device(index), b.fill_bytes);
+    rec.bytes_d2h += b.fill_bytes;
+    b.copied->record(*d2h);
+    bytes_d2h_micro += b.fill_bytes;
+    fold->wait(*b.copied);
+    float* accumulator = acc[parity].as<float>();
+    const void* src = bucket_landing(index);
+    const DType wire = cfg.grad_dtype;
+    fold->launch_host_fn(
+        "fold bucket " + std::to_string(index),
+        [this, segs = std::move(segs), params = std::move(params), accumulator, src, wire, parity] {
+          for (std::size_t i = 0; i < segs.size(); ++i) {
+            const auto r = offload::fold_segment(src, wire, segs[i], accumulator);
+            if (segs[i].want_norm) norm_sq[parity][params[i].value] = r.sum_squares;
+            non_finite[parity] = non_finite[parity] || r.non_finite;
+          }
+        });
+    b.folded->record(*fold);
+  }
+
+  // ---- the update (Note [Step]) ----
+
+  struct UpdateJob {
+    int parity = 0;
+    std::uint64_t serial = 0;
+    std::vector<ParamId> untouched;  // no gradient this step: zero gradient
+    std::vector<ParamId> need_norm;  // gradient from earlier micro-steps only
+    bool upload_per_chunk = false;   // synchronous mode: copy each chunk up as it is done
+    std::shared_ptr<TimingRecord> record;
+  };
+
+  UpdateJob make_job(bool upload_per_chunk) {
+    UpdateJob job;
+    job.parity = parity_of(step_serial);
+    job.serial = step_serial;
+    job.upload_per_chunk = upload_per_chunk;
+    for (const auto& slot : layout.slots()) {
+      if (touched_serial[slot.id.value] != step_serial) {
+        job.untouched.push_back(slot.id);
+      } else if (norm_serial[slot.id.value] != step_serial) {
+        job.need_norm.push_back(slot.id);
+      }
+    }
+    return job;
+  }
+
+  const void* upload_source() { return half_working() ? staging.data() : master.data(); }
+
+  UpdateOutcome run_update(const UpdateJob& job) {
+    UpdateOutcome out;
+    const auto t_wait = Clock::now();
+    folds_done[job.parity]->synchronize();
+    out.wait_folds_ms = ms_since(t_wait);
+    const auto t0 = Clock::now();
+    auto span = trace->begin();
+    float* a = acc[job.parity].as<float>();
+    auto& norms = norm_sq[job.parity];
+    for (ParamId p : job.untouched) {
+      const auto& s = layout.slot(p);
+      std::fill(a + s.offset, a + s.end(), 0.f);
+      norms[p.value] = 0;
+    }
+    for (ParamId p : job.need_norm) {
+      const auto& s = layout.slot(p);
+      norms[p.value] = offload::sum_squares(a + s.offset, s.numel);
+    }
+    double total_sq = 0;
+    for (double v : norms) total_sq += v;  // registration order: independent of buckets
+    const bool non_finite_seen = non_finite[job.parity];
+    non_finite[job.parity] = false;
+    double scale = 1;
+    {
+      std::lock_guard lock(scaler_mutex);
+      scale = scaler->scale();
+      out.grad_norm = std::sqrt(total_sq) / scale;
+      out.overflow = non_finite_seen || !std::isfinite(out.grad_norm);
+      out.applied = scaler->update(out.overflow);
+    }
+    if (!out.applied) {
+      out.update_ms = ms_since(t0);
+      trace->end(span, "cpu-update", "skipped step (overflow)");
+      return out;
+    }
+    if (cfg.clip_norm > 0) {
+      out.clip_factor = std::min(1.0, cfg.clip_norm / (out.grad_norm + 1e-6));
+    }
+    ++optimizer_t;
+    // The staging buffer (or, for fp32, the master) is the source of the previous upload:
+    // it may be overwritten only once that copy is complete.
+    h2d_done->synchronize();
+    const optim::StepInfo info{optimizer_t, static_cast<float>(out.clip_factor / scale)};
+    const std::size_t n = total();
+    const optim::Range all{0, n};
+    const std::size_t wb = wbytes();
+    optim::Tensor half_out{};
+    if (half_working()) half_out = {staging.data(), n, cfg.dtype};
+    const optim::ConstTensor grad{a, n, DType::kF32};
+    std::size_t chunk_index = 0;
+    optim::ChunkDone on_chunk = [&](optim::Range chunk) {
+      const std::string k = std::to_string(chunk_index++);
+      trace->end(span, "cpu-update", "update chunk " + k);
+      span = trace->begin();
+      if (!job.upload_per_chunk) return;
+      timed_copy(
+          *h2d, job.record->h2d, "h2d chunk " + k, working.as<std::byte>() + chunk.begin * wb,
+          static_cast<const std::byte*>(upload_source()) + chunk.begin * wb, chunk.size() * wb);
+      job.record->bytes_h2d += chunk.size() * wb;
+      out.bytes_h2d += chunk.size() * wb;
+      if (after_chunk_upload_hook) after_chunk_upload_hook(chunk_index - 1);
+    };
+    if (job.upload_per_chunk) h2d->wait(*boundary);  // backward has stopped reading weights
+    std::span<float> master_span(master.as<float>(), n);
+    const DType sd = cfg.moments;
+    // Synchronous: one call over everything, in chunks, each copied up as it is done. DPU:
+    // the chunks in reverse order, since backward releases the last parameters first (Note
+    // [DPU uploads]), each reported to the upload pipeline.
+    std::vector<std::pair<optim::Range, std::size_t>> calls;
+    if (job.upload_per_chunk) {
+      calls.push_back({all, cfg.chunk_elems});
+    } else {
+      for (std::size_t k = chunks.size(); k-- > 0;) calls.push_back({chunks[k], 0});
+    }
+    for (const auto& [range, chunk_elems] : calls) {
+      if (!job.upload_per_chunk) {
+        const std::size_t k = range.begin / cfg.chunk_elems;
+        on_chunk = [&, k](optim::Range) {
+          trace->end(span, "cpu-update", "update chunk " + std::to_string(k));
+          span = trace->begin();
+          chunk_updated(k);
+        };
+      }
+      run_optimizer(info, master_span, sd, grad, half_out, range, chunk_elems, on_chunk);
+    }
+    if (job.upload_per_chunk) {
+      h2d_done->record(*h2d);
+      job.record->done = take_event();
+      job.record->done->record(*h2d);
+    }
+    trace->end(span, "cpu-update", "update end");
+    out.update_ms = ms_since(t0);
+    return out;
+  }
+
+  void run_optimizer(const optim::StepInfo& info, std::span<float> master_span, DType sd,
+                     const optim::ConstTensor& grad, const optim::Tensor& half_out,
+                     optim::Range range, std::size_t chunk_elems,
+                     const optim::ChunkDone& on_chunk) {
+    const std::size_t n = total();
+    switch (cfg.optimizer) {
+      case OptimizerKind::kAdam:
+      case OptimizerKind::kAdamW: {
+        optim::AdamConfig c;
+        c.lr = static_cast<float>(cfg.lr);
+        c.beta1 = static_cast<float>(cfg.beta1);
+        c.beta2 = static_cast<float>(cfg.beta2);
+        c.eps = static_cast<float>(cfg.eps);
+        c.weight_decay = static_cast<float>(cfg.weight_decay);
+        c.decoupled_weight_decay = cfg.optimizer == OptimizerKind::kAdamW;
+        optim::AdamBuffers b{
+            master_span, {state0.data(), n, sd}, {state1.data(), n, sd}, grad, half_out};
+        optim::adam_step(*executor, c, info, b, range, chunk_elems, on_chunk);
+        break;
+      }
+      case OptimizerKind::kAdagrad: {
+        optim::AdagradConfig c;
+        c.lr = static_cast<float>(cfg.lr);
+        c.eps = static_cast<float>(cfg.eps);
+        c.weight_decay = static_cast<float>(cfg.weight_decay);
+        optim::AdagradBuffers b{master_span, {state0.data(), n, sd}, grad, half_out};
+        optim::adagrad_step(*executor, c, info, b, range, chunk_elems, on_chunk);
+        break;
+      }
+      case OptimizerKind::kLion: {
+        optim::LionConfig c;
+        c.lr = static_cast<float>(cfg.lr);
+        c.beta1 = static_cast<float>(cfg.beta1);
+        c.beta2 = static_cast<float>(cfg.beta2);
+        c.weight_decay = static_cast<float>(cfg.weight_decay);
+        optim::LionBuffers b{master_span, {state0.data(), n, sd}, grad, half_out};
+        optim::lion_step(*executor, c, info, b, range, chunk_elems, on_chunk);
+        break;
+      }
+    }
+  }
+
+  // ---- DPU uploads (Note [DPU uploads]) ----
+
+  void build_chunk_grid() {
+    const std::size_t n = total();
+    for (std::size_t b = 0; b < n; b += cfg.chunk_elems) {
+      chunks.push_back({b, std::min(n, b + cfg.chunk_elems)});
+    }
+    params_in_chunk.assign(chunks.size(), 0);
+    chunks_of_param.assign(layout.size(), {});
+    for (const auto& slot : layout.slots()) {
+      const std::size_t first = slot.offset / cfg.chunk_elems;
+      const std::size_t last = (slot.end() - 1) / cfg.chunk_elems;
+      for (std::size_t k = first; k <= last; ++k) {
+        chunks_of_param[slot.id.value].push_back(static_cast<std::uint32_t>(k));
+        ++params_in_chunk[k];
+      }
+    }
+    chunk_state.assign(chunks.size(), ChunkState{});
+    for (std::size_t k = 0; k < chunks.size(); ++k) released.push_back(dev->create_event());
+  }
+
+  // Before launching a DPU update: every chunk waits for its update and its release.
+  void arm_uploads(bool already_updated, std::shared_ptr<TimingRecord> record) {
+    std::lock_guard lock(upload_mutex);
+    armed_record = std::move(record);
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      chunk_state[k] = ChunkState{already_updated, params_in_chunk[k], false};
+    }
+    uploads_armed = true;
+    uploaded_bytes = 0;
+  }
+
+  void enqueue_upload_locked(std::size_t k, const device::Event& after) {
+    const std::size_t wb = wbytes();
+    const optim::Range c = chunks[k];
+    h2d->wait(after);
+    timed_copy(*h2d, armed_record->h2d, "h2d chunk " + std::to_string(k) + " (dpu)",
+               working.as<std::byte>() + c.begin * wb,
+               static_cast<const std::byte*>(upload_source()) + c.begin * wb, c.size() * wb);
+    armed_record->bytes_h2d += c.size() * wb;
+    chunk_state[k].uploaded = true;
+    uploaded_bytes += c.size() * wb;
+  }
+
+  // Updater thread: chunk k of the update is written.
+  void chunk_updated(std::size_t k) {
+    std::lock_guard lock(upload_mutex);
+    ChunkState& c = chunk_state[k];
+    c.updated = true;
+    if (c.unreleased == 0 && !c.uploaded) enqueue_upload_locked(k, *released[k]);
+  }
+
+  // Trainer thread, last micro-step: p's weights are no longer read by this step.
+  void release_param(ParamId p) {
+    std::lock_guard lock(upload_mutex);
+    if (!uploads_armed) return;
+    for (std::uint32_t k : chunks_of_param[p.value]) {
+      ChunkState& c = chunk_state[k];
+      if (--c.unreleased > 0) continue;
+      released[k]->record(*compute);
+      if (c.updated && !c.uploaded) enqueue_upload_locked(k, *released[k]);
+    }
+  }
+
+  // Trainer thread, after the armed update finished and `boundary` was recorded: uploads what
+  // is left (chunks of parameters without a gradient this step wait for the boundary), and
+  // makes the next forward wait for every upload. Returns the bytes uploaded for the update.
+  std::size_t finish_uploads() {
+    std::lock_guard lock(upload_mutex);
+    if (!uploads_armed) return 0;
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      if (chunk_state[k].uploaded) continue;
+      ZORO_ASSERT(chunk_state[k].updated);
+      enqueue_upload_locked(k, chunk_state[k].unreleased == 0 ? *released[k] : *boundary);
+    }
+    uploads_armed = false;
+    h2d_done->record(*h2d);
+    // The uploads happened during the step that ends here: its boundary (just recorded on
+    // the compute stream) is where the wait they can cause begins.
+    armed_record->exposed_from = take_event();
+    armed_record->exposed_from->record(*compute);
+    compute->wait(*h2d_done);
+    armed_record->done = take_event();
+    armed_record->done->record(*h2d);
+    armed_record->closed = true;
+    armed_record.reset();
+    return uploaded_bytes;
+  }
+
+  UpdateOutcome collect_running() {
+    if (!running) return {};
+    UpdateOutcome out = running->get();  // rethrows the updater's error
+    running.reset();
+    std::lock_guard lock(upload_mutex);
+    if (armed_record) armed_record->update_ms = out.update_ms;
+    if (!out.applied) {
+      // A skipped update changed no weight: nothing to upload.
+      uploads_armed = false;
+      if (armed_record) armed_record->closed = true;
+      armed_record.reset();
+    }
+    return out;
+  }
+
+  void drain() {
+    if (running) last_outcome = collect_running();
+    if (uploads_armed) {
+      boundary->record(*compute);
+      finish_uploads();
+    }
+    fold->synchronize();
+    d2h->synchronize();
+    h2d->synchronize();
+    compute->synchronize();
+  }
+};
+
+}  // namespace zoro
