@@ -16,6 +16,7 @@ set(ZORO_SANITIZER "" CACHE STRING "Sanitizer build: empty, thread or address")
 set_property(CACHE ZORO_SANITIZER PROPERTY STRINGS "" thread address)
 option(ZORO_BUILD_TESTS "Build the GoogleTest suites" ON)
 option(ZORO_BUILD_BENCH "Build the benchmarks" ON)
+option(ZORO_BUILD_EXAMPLES "Build zoro-train (examples/)" ON)
 option(ZORO_WERROR "Treat warnings as errors" OFF)
 
 # A sanitizer build is for the host backend's tests only: it compiles nothing else.

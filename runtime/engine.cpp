@@ -1,5 +1,7 @@
 #include "runtime/engine.h"
 
+#include <cmath>
+
 #include "runtime/engine_impl.h"
 
 namespace zoro {
@@ -9,6 +11,7 @@ namespace zoro {
 Engine::Engine(Config config) : impl_(std::make_unique<Impl>()) {
   config.validate();
   impl_->cfg = std::move(config);
+  impl_->lr = impl_->cfg.lr;
   impl_->owned_device = device::open_device(impl_->cfg.device);
   impl_->dev = impl_->owned_device.get();
 }
@@ -16,6 +19,7 @@ Engine::Engine(Config config) : impl_(std::make_unique<Impl>()) {
 Engine::Engine(Config config, device::Device& device) : impl_(std::make_unique<Impl>()) {
   config.validate();
   impl_->cfg = std::move(config);
+  impl_->lr = impl_->cfg.lr;
   impl_->dev = &device;
 }
 
@@ -161,6 +165,15 @@ double Engine::loss_scale() const {
 }
 
 std::int64_t Engine::step() const { return impl_->steps_done; }
+
+void Engine::set_lr(double lr) {
+  ZORO_CHECK(std::isfinite(lr) && lr >= 0, "set_lr(" << lr
+                                                     << "): the learning rate must be "
+                                                        "finite and >= 0");
+  impl_->lr = lr;
+}
+
+double Engine::lr() const { return impl_->lr; }
 
 // ---- the step ---------------------------------------------------------------------------
 

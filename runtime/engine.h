@@ -162,6 +162,12 @@ class Engine {
   StepReport end_step();
   // The scale to multiply the loss by (1 without loss scaling).
   double loss_scale() const;
+  // The learning rate of the optimizer steps launched from now on (a schedule calls it before
+  // each end_step); config().lr until then. An update already running (DPU) keeps its own.
+  // Not saved in checkpoints: a schedule is a function of step(). Throws InvalidArgument
+  // unless finite and >= 0.
+  void set_lr(double lr);
+  double lr() const;
   std::int64_t step() const;
 
   // Waits until every update is applied and uploaded (DPU included); the working weights on

@@ -92,6 +92,7 @@ using namespace engine_detail;  // NOLINT: private header of runtime/engine*.cpp
 
 struct Engine::Impl {
   Config cfg;
+  double lr = 0;  // of the next update (set_lr); cfg.lr at first
   std::unique_ptr<device::Device> owned_device;
   device::Device* dev = nullptr;
   offload::FlatLayout layout;
@@ -370,6 +371,7 @@ struct Engine::Impl {
     std::vector<ParamId> untouched;  // no gradient this step: zero gradient
     std::vector<ParamId> need_norm;  // gradient from earlier micro-steps only
     bool upload_per_chunk = false;   // synchronous mode: copy each chunk up as it is done
+    double lr = 0;                   // captured at launch: set_lr() never races an update
     std::shared_ptr<TimingRecord> record;
   };
 
@@ -378,6 +380,7 @@ struct Engine::Impl {
     job.parity = parity_of(step_serial);
     job.serial = step_serial;
     job.upload_per_chunk = upload_per_chunk;
+    job.lr = lr;
     for (const auto& slot : layout.slots()) {
       if (touched_serial[slot.id.value] != step_serial) {
         job.untouched.push_back(slot.id);
@@ -473,7 +476,7 @@ struct Engine::Impl {
           chunk_updated(k);
         };
       }
-      run_optimizer(info, master_span, sd, grad, half_out, range, chunk_elems, on_chunk);
+      run_optimizer(job.lr, info, master_span, sd, grad, half_out, range, chunk_elems, on_chunk);
     }
     if (job.upload_per_chunk) {
       h2d_done->record(*h2d);
@@ -485,7 +488,7 @@ struct Engine::Impl {
     return out;
   }
 
-  void run_optimizer(const optim::StepInfo& info, std::span<float> master_span, DType sd,
+  void run_optimizer(double lr, const optim::StepInfo& info, std::span<float> master_span, DType sd,
                      const optim::ConstTensor& grad, const optim::Tensor& half_out,
                      optim::Range range, std::size_t chunk_elems,
                      const optim::ChunkDone& on_chunk) {
@@ -494,7 +497,7 @@ struct Engine::Impl {
       case OptimizerKind::kAdam:
       case OptimizerKind::kAdamW: {
         optim::AdamConfig c;
-        c.lr = static_cast<float>(cfg.lr);
+        c.lr = static_cast<float>(lr);
         c.beta1 = static_cast<float>(cfg.beta1);
         c.beta2 = static_cast<float>(cfg.beta2);
         c.eps = static_cast<float>(cfg.eps);
@@ -507,7 +510,7 @@ struct Engine::Impl {
       }
       case OptimizerKind::kAdagrad: {
         optim::AdagradConfig c;
-        c.lr = static_cast<float>(cfg.lr);
+        c.lr = static_cast<float>(lr);
         c.eps = static_cast<float>(cfg.eps);
         c.weight_decay = static_cast<float>(cfg.weight_decay);
         optim::AdagradBuffers b{master_span, {state0.data(), n, sd}, grad, half_out};
@@ -516,7 +519,7 @@ struct Engine::Impl {
       }
       case OptimizerKind::kLion: {
         optim::LionConfig c;
-        c.lr = static_cast<float>(cfg.lr);
+        c.lr = static_cast<float>(lr);
         c.beta1 = static_cast<float>(cfg.beta1);
         c.beta2 = static_cast<float>(cfg.beta2);
         c.weight_decay = static_cast<float>(cfg.weight_decay);

@@ -175,6 +175,7 @@ class Reference {
   }
 
   const std::vector<float>& weights(std::size_t p) const { return w_[p]; }
+  void set_lr(double lr) { cfg_.lr = lr; }
 
  private:
   Config cfg_;
@@ -278,6 +279,35 @@ INSTANTIATE_TEST_SUITE_P(
              testing::backend_spec_name(::testing::TestParamInfo<std::string>(
                  std::get<1>(param_info.param), param_info.index));
     });
+
+// A schedule changes the learning rate between steps: each step uses the rate set before its
+// end_step, exactly (bit for bit against the reference with the same rates).
+TEST(Engine, SetLrAppliesToTheNextStep) {
+  ZORO_TRACE_SEED();
+  auto rng = testing::make_rng(150);
+  Config c = base_config();
+  c.dtype = DType::kF32;
+  c.grad_dtype = DType::kF32;
+  Engine engine(c);
+  Fixture f = register_model(engine, rng);
+  engine.finalize();
+  Reference ref(c, f.init);
+  ToyTrainer trainer(engine, f.ids);
+  EXPECT_EQ(engine.lr(), c.lr);
+  for (int step = 0; step < 4; ++step) {
+    const double lr = c.lr * (step + 1) * 0.7;
+    engine.set_lr(lr);
+    ref.set_lr(lr);
+    auto g = random_grads(rng);
+    trainer.micro_step(g);
+    ASSERT_TRUE(ref.step({g}));
+  }
+  for (std::size_t p = 0; p < f.ids.size(); ++p) {
+    expect_bitwise_equal(engine.master(f.ids[p]), ref.weights(p), "master " + kModel[p].name);
+  }
+  EXPECT_THROW(engine.set_lr(-1), InvalidArgument);
+  EXPECT_THROW(engine.set_lr(std::numeric_limits<double>::quiet_NaN()), InvalidArgument);
+}
 
 TEST(Engine, OverflowSkipsTheStepAndHalvesTheScale) {
   ZORO_TRACE_SEED();
