@@ -5,6 +5,10 @@ find_package(TBB REQUIRED COMPONENTS tbb)
 find_package(tomlplusplus 3 REQUIRED)  # config files
 find_package(Boost 1.74 REQUIRED)       # header-only: Asio for the comm/ rendezvous
 find_package(OpenBLAS REQUIRED)       # the reference kernels' GEMMs (cmake/FindOpenBLAS.cmake)
+find_package(nlohmann_json 3 REQUIRED)  # JSON: safetensors headers, logs, bench results
+if(ZORO_BUILD_EXAMPLES)
+  find_package(CLI11 2 CONFIG REQUIRED)  # zoro-train's command line (Debian's libcli11-dev)
+endif()
 
 # CUDA: AUTO enables it when a CUDA compiler is found; ON demands it.
 set(ZORO_HAS_CUDA OFF)
@@ -49,5 +53,25 @@ if(NOT ZORO_MPI STREQUAL "OFF")
     set(ZORO_HAS_MPI ON)
   elseif(ZORO_MPI STREQUAL "ON")
     message(FATAL_ERROR "ZORO_MPI=ON but no MPI C++ library was found (apt: libopenmpi-dev)")
+  endif()
+endif()
+
+# Python (python_stub/): the interpreter and its headers, and pybind11 through its CMake
+# config (Debian: python3-dev, pybind11-dev). Debian's /usr/bin/python3 is preferred over
+# whatever python3 comes first on PATH (a pyenv or venv build without NumPy or PyTorch).
+set(ZORO_HAS_PYTHON OFF)
+if(NOT ZORO_PYTHON STREQUAL "OFF")
+  if(NOT DEFINED Python3_EXECUTABLE AND EXISTS /usr/bin/python3)
+    set(Python3_EXECUTABLE /usr/bin/python3 CACHE FILEPATH "Python 3 interpreter (python_stub/)")
+  endif()
+  find_package(Python3 COMPONENTS Interpreter Development.Module)
+  if(Python3_FOUND)
+    find_package(pybind11 CONFIG QUIET)
+  endif()
+  if(Python3_FOUND AND pybind11_FOUND)
+    set(ZORO_HAS_PYTHON ON)
+  elseif(ZORO_PYTHON STREQUAL "ON")
+    message(FATAL_ERROR "ZORO_PYTHON=ON but Python 3 development files or pybind11 were not "
+                        "found (apt: python3-dev pybind11-dev; or use ZORO_PYTHON=OFF)")
   endif()
 endif()

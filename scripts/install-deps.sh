@@ -11,8 +11,9 @@ packages=(
   libhwloc-dev hwloc libtbb-dev libboost-dev
   libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev
-  nlohmann-json3-dev libtomlplusplus-dev
+  nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libopenblas-dev
+  python3-dev pybind11-dev python3-numpy python3-pytest python3-torch
 )
 
 missing=()
