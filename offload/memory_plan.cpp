@@ -31,7 +31,14 @@ MemoryPlan::MemoryPlan(const PlanOptions& o) {
              "memory plan: optimizer_states must be 1 or 2");
   ZORO_CHECK(o.staging_chunk_elems == 0 || o.staging_chunks >= 1,
              "memory plan: staging_chunks must be >= 1 when staging_chunk_elems is set");
+  ZORO_CHECK(o.world_size >= 1, "memory plan: world_size must be >= 1");
+  ZORO_CHECK(o.shard_elems <= o.total_elems, "memory plan: shard_elems ("
+                                                 << o.shard_elems << ") exceeds total_elems ("
+                                                 << o.total_elems << ")");
+  world_size_ = o.world_size;
   const std::size_t p = o.total_elems;
+  // Host-side figures cover this rank's shard (all of the model for one rank).
+  const std::size_t h = o.shard_elems == 0 ? p : o.shard_elems;
   const std::size_t ring = mul(o.bucket_bytes, o.bucket_count, "bucket ring");
   lines_.push_back({"working weights (" + std::string(zoro::to_string(o.working)) + ")",
                     Place::kDevice, mul(p, size_of(o.working), "working weights")});
@@ -40,21 +47,31 @@ MemoryPlan::MemoryPlan(const PlanOptions& o) {
     lines_.push_back(
         {"trainer reserve (activations, workspace)", Place::kDevice, o.device_reserve_bytes});
   }
-  lines_.push_back({"fp32 master weights", Place::kPinnedHost, mul(p, 4, "master weights")});
+  if (o.world_size > 1) {
+    // One bucket permuted by owner rank, and the norm exchange's few bytes per rank.
+    lines_.push_back({"reduce-scatter staging", Place::kDevice,
+                      o.bucket_bytes + mul(static_cast<std::size_t>(o.world_size), 16, "ranks")});
+  }
+  lines_.push_back({"fp32 master weights", Place::kPinnedHost, mul(h, 4, "master weights")});
   const auto states = static_cast<std::size_t>(o.optimizer_states);
   lines_.push_back({"optimizer state (" + std::string(zoro::to_string(o.moments)) + " x" +
                         std::to_string(states) + ")",
-                    Place::kPinnedHost, mul(p, states * size_of(o.moments), "optimizer state")});
+                    Place::kPinnedHost, mul(h, states * size_of(o.moments), "optimizer state")});
   lines_.push_back({o.dpu ? "fp32 gradient accumulators (x2, DPU)" : "fp32 gradient accumulator",
-                    Place::kPinnedHost, mul(p, o.dpu ? 8 : 4, "gradient accumulator")});
+                    Place::kPinnedHost, mul(h, o.dpu ? 8 : 4, "gradient accumulator")});
   lines_.push_back({"gradient landing zone", Place::kPinnedHost, ring});
   const std::size_t staging_elems =
       o.staging_chunk_elems == 0
-          ? p
-          : std::min(p, mul(o.staging_chunk_elems, o.staging_chunks, "staging ring"));
+          ? h
+          : std::min(h, mul(o.staging_chunk_elems, o.staging_chunks, "staging ring"));
   if (o.working != DType::kF32) {
     lines_.push_back({"half-precision staging", Place::kPinnedHost,
                       mul(staging_elems, size_of(o.working), "staging")});
+  }
+  if (o.world_size > 1) {
+    // Per accumulator parity: this rank's norm partial and every rank's, 16 bytes each.
+    lines_.push_back({"norm exchange", Place::kPinnedHost,
+                      mul(2 * (1 + static_cast<std::size_t>(o.world_size)), 16, "ranks")});
   }
 }
 
@@ -112,6 +129,9 @@ std::string MemoryPlan::to_string() const {
                 format_bytes(total(Place::kDevice)).c_str(), "total", "pinned host",
                 format_bytes(total(Place::kPinnedHost)).c_str());
   out << line;
+  if (world_size_ > 1) {
+    out << "  (pinned host: one rank's shard of " << world_size_ << " ranks)\n";
+  }
   return out.str();
 }
 

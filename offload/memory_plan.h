@@ -9,6 +9,12 @@
 //                backward fills the other), the landing zone of the bucket ring, and the
 //                half-precision staging of the copy back (the whole model, or a ring of
 //                chunks; none for fp32 working weights, which are copied from the master)
+//
+// Many ranks (ZeRO-2, runtime/engine.h Note [Partitioned step]): the pinned host lines are
+// this rank's: master, state, accumulator and staging cover its shard (shard_elems) only, so
+// host memory per rank is 1/N of the single-rank figure but for the landing zone (a bucket's
+// received piece can be as large as the bucket). The device keeps the full working weights
+// and adds one bucket of reduce-scatter staging (a sealed bucket permuted by owner rank).
 #pragma once
 
 #include <cstddef>
@@ -31,6 +37,8 @@ struct PlanOptions {
   std::size_t staging_chunk_elems = 0;   // 0: stage the whole model's half copy
   std::size_t staging_chunks = 0;        // ring length when staging_chunk_elems > 0
   std::size_t device_reserve_bytes = 0;  // the trainer's activations and workspace
+  int world_size = 1;                    // ranks sharing the model (ZeRO-2)
+  std::size_t shard_elems = 0;           // this rank's host-side elements; 0: total_elems
 };
 
 enum class Place { kDevice, kPinnedHost };
@@ -57,9 +65,13 @@ class MemoryPlan {
   // A table for people: category, place, bytes; and the totals.
   std::string to_string() const;
 
+  // The ranks the model is partitioned over (the pinned host lines are one rank's).
+  int world_size() const { return world_size_; }
+
  private:
   std::string describe(Place place) const;
   std::vector<PlanLine> lines_;
+  int world_size_ = 1;
 };
 
 }  // namespace zoro::offload

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -56,6 +57,12 @@ std::string make_header(const CheckpointState& st, const std::vector<SectionEntr
     << "loss_scale=" << hex_double(st.loss_scale) << "\n"
     << "good_steps=" << st.good_steps << "\n"
     << "upload_pending=" << (st.upload_pending ? 1 : 0) << "\n";
+  if (st.world_size > 1) {  // absent from single-rank files: their format is unchanged
+    h << "world_size=" << st.world_size << "\n"
+      << "rank=" << st.rank << "\n"
+      << "shard_begin=" << st.shard_begin << "\n"
+      << "shard_end=" << st.shard_end << "\n";
+  }
   for (const auto& p : st.params) {
     ZORO_CHECK(p.name.find_first_of("\t\n") == std::string::npos,
                "parameter name '" << p.name << "' contains a tab or newline");
@@ -134,6 +141,14 @@ ParsedHeader parse_header(const std::string& text, const std::string& path) {
       st.good_steps = static_cast<int>(to_i64(value));
     } else if (key == "upload_pending") {
       st.upload_pending = to_i64(value) != 0;
+    } else if (key == "world_size") {
+      st.world_size = static_cast<int>(to_i64(value));
+    } else if (key == "rank") {
+      st.rank = static_cast<int>(to_i64(value));
+    } else if (key == "shard_begin") {
+      st.shard_begin = to_u64(value);
+    } else if (key == "shard_end") {
+      st.shard_end = to_u64(value);
     } else if (key == "param") {
       const auto tab = value.find('\t');
       if (tab == std::string::npos) bad("param line '" + value + "'");
@@ -193,8 +208,12 @@ std::string config_differences(const std::string& mine, const std::string& their
 
 }  // namespace
 
+std::string rank_checkpoint_file(int rank, int world) {
+  return "rank-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".ckpt";
+}
+
 void write_checkpoint(const std::string& dir, const CheckpointState& state,
-                      const std::vector<CheckpointSection>& sections) {
+                      const std::vector<CheckpointSection>& sections, const std::string& file) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
@@ -212,7 +231,7 @@ void write_checkpoint(const std::string& dir, const CheckpointState& state,
   put_u32(prefix, static_cast<std::uint32_t>(header.size()));
   prefix += header;
   put_u32(prefix, crc32c(header.data(), header.size()));
-  AtomicFileWriter out(dir + "/" + kCheckpointFile);
+  AtomicFileWriter out(dir + "/" + file);
   out.write(prefix.data(), prefix.size());
   out.write(state.config_toml.data(), state.config_toml.size());
   for (const auto& s : sections) {
@@ -226,8 +245,10 @@ void write_checkpoint(const std::string& dir, const CheckpointState& state,
 }
 
 CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& expect,
-                                const std::vector<CheckpointSection>& sections) {
-  const std::string path = dir + "/" + kCheckpointFile;
+                                const std::vector<CheckpointSection>& sections,
+                                const std::string& file,
+                                const std::function<void(const CheckpointState&)>& before_fill) {
+  const std::string path = dir + "/" + file;
   std::ifstream in(path, std::ios::binary);
   if (!in) ZORO_THROW(IoError, "cannot open checkpoint '" << path << "': " << std::strerror(errno));
   in.seekg(0, std::ios::end);
@@ -297,6 +318,18 @@ CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& e
   ZORO_CHECK(got.total_elems == expect.total_elems,
              "checkpoint '" << path << "' has " << got.total_elems << " flat elements, this model "
                             << expect.total_elems);
+  if (got.world_size != expect.world_size) {
+    ZORO_THROW(InvalidArgument, "checkpoint '" << path << "' was written by a run of "
+                                               << got.world_size << " rank(s) but this run has "
+                                               << expect.world_size
+                                               << ": resharding is not supported yet");
+  }
+  ZORO_CHECK(got.rank == expect.rank && got.shard_begin == expect.shard_begin &&
+                 got.shard_end == expect.shard_end,
+             "checkpoint '" << path << "' holds rank " << got.rank << "'s shard ["
+                            << got.shard_begin << ", " << got.shard_end << ") but rank "
+                            << expect.rank << " expects [" << expect.shard_begin << ", "
+                            << expect.shard_end << ")");
 
   // Section table: config.toml first, then exactly the caller's sections.
   ZORO_CHECK(parsed.table.size() == sections.size() + 1 && parsed.table[0].name == "config.toml",
@@ -343,6 +376,12 @@ CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& e
                                     << config_differences(expect.config_toml, stored_config));
   }
 
+  if (before_fill) {
+    CheckpointState stored = got;
+    stored.config_toml = stored_config;
+    before_fill(stored);
+  }
+
   // Pass 2: fill the sections.
   in.clear();
   in.seekg(data_start + static_cast<std::streamoff>(parsed.table[0].bytes));
@@ -355,6 +394,80 @@ CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& e
   CheckpointState result = got;
   result.config_toml = stored_config;
   return result;
+}
+
+// ---- the manifest of a partitioned checkpoint ------------------------------------------
+
+void write_manifest(const std::string& dir, const CheckpointManifest& m) {
+  std::ostringstream body;
+  body << "zoro-manifest=1\n"
+       << "world_size=" << m.world_size << "\n"
+       << "layout_fingerprint=" << m.layout_fingerprint << "\n"
+       << "config_fingerprint=" << m.config_fingerprint << "\n"
+       << "steps_done=" << m.steps_done << "\n";
+  for (int r = 0; r < m.world_size; ++r)
+    body << "file=" << rank_checkpoint_file(r, m.world_size) << "\n";
+  std::string text = body.str();
+  text += "crc32c=" + std::to_string(crc32c(text.data(), text.size())) + "\n";
+  write_file_atomically(dir + "/" + kManifestFile, text);
+}
+
+std::optional<CheckpointManifest> read_manifest(const std::string& dir) {
+  const std::string path = dir + "/" + kManifestFile;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::nullopt;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) ZORO_THROW(IoError, "cannot open manifest '" << path << "': " << std::strerror(errno));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto bad = [&path](const std::string& why) -> void {
+    ZORO_THROW(IoError, "checkpoint manifest '" << path << "' is malformed: " << why);
+  };
+  const auto crc_at = text.rfind("crc32c=");
+  if (crc_at == std::string::npos || (crc_at > 0 && text[crc_at - 1] != '\n')) bad("no checksum");
+  std::string crc_text = text.substr(crc_at + 7);
+  if (!crc_text.empty() && crc_text.back() == '\n') crc_text.pop_back();
+  if (crc_text.empty() || crc_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::to_string(crc32c(text.data(), crc_at)) != crc_text) {
+    ZORO_THROW(IoError, "checkpoint manifest '" << path << "' is corrupted: it fails its checksum");
+  }
+  CheckpointManifest m;
+  bool versioned = false;
+  std::istringstream lines(text.substr(0, crc_at));
+  for (std::string line; std::getline(lines, line);) {
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) bad("line '" + line + "'");
+    const std::string key = line.substr(0, eq);
+    const std::string value = line.substr(eq + 1);
+    try {
+      if (key == "zoro-manifest") {
+        if (value != "1") bad("version " + value + " (this zoro reads version 1)");
+        versioned = true;
+      } else if (key == "world_size") {
+        m.world_size = std::stoi(value);
+      } else if (key == "layout_fingerprint") {
+        m.layout_fingerprint = std::stoull(value);
+      } else if (key == "config_fingerprint") {
+        m.config_fingerprint = std::stoull(value);
+      } else if (key == "steps_done") {
+        m.steps_done = std::stoll(value);
+      } else if (key != "file") {
+        bad("unknown key '" + key + "'");
+      }
+    } catch (const std::logic_error&) {
+      bad("'" + value + "' is not a number (key " + key + ")");
+    }
+  }
+  if (!versioned) bad("no zoro-manifest line");
+  if (m.world_size < 1) bad("world_size " + std::to_string(m.world_size));
+  return m;
+}
+
+void remove_manifest(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::remove(dir + "/" + kManifestFile, ec);
+  if (ec) {
+    ZORO_THROW(IoError, "cannot remove '" << dir << "/" << kManifestFile << "': " << ec.message());
+  }
 }
 
 }  // namespace zoro

@@ -11,10 +11,18 @@
 // whose header or any section fails its checksum (IoError naming the part); one written by
 // another model (InvalidArgument naming the first parameter that differs) or with another
 // optimizer configuration (InvalidArgument naming the keys that differ).
+//
+// Many ranks (Note [Partitioned checkpoint] in runtime/engine_checkpoint.cpp): each rank
+// writes its shard to dir/rank-<r>-of-<N>.ckpt in the same format (its header adds
+// world_size, rank and the shard's flat range), and rank 0 writes dir/manifest.txt once
+// every rank file is complete. A single rank writes dir/zoro.ckpt and no manifest, exactly
+// as before.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +44,11 @@ struct CheckpointState {
   double loss_scale = 1;
   int good_steps = 0;
   bool upload_pending = false;
+  // Partitioned runs only (world_size > 1): which shard of the flat space the file holds.
+  int world_size = 1;
+  int rank = 0;
+  std::size_t shard_begin = 0;
+  std::size_t shard_end = 0;
 };
 
 // A named run of bytes: the source when writing, the destination when reading.
@@ -46,15 +59,41 @@ struct CheckpointSection {
 };
 
 inline constexpr const char* kCheckpointFile = "zoro.ckpt";
+inline constexpr const char* kManifestFile = "manifest.txt";
 
-// Creates `dir` if needed and writes dir/zoro.ckpt atomically.
+// "rank-<rank>-of-<world>.ckpt": the file of one rank of a partitioned run.
+std::string rank_checkpoint_file(int rank, int world);
+
+// Creates `dir` if needed and writes dir/<file> atomically.
 void write_checkpoint(const std::string& dir, const CheckpointState& state,
-                      const std::vector<CheckpointSection>& sections);
+                      const std::vector<CheckpointSection>& sections,
+                      const std::string& file = kCheckpointFile);
 
-// Verifies dir/zoro.ckpt against `expect` (fingerprints, parameters, total_elems) and the
-// sections (names and lengths), checks every checksum, and only then fills the sections.
-// Returns the stored state.
-CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& expect,
-                                const std::vector<CheckpointSection>& sections);
+// Verifies dir/<file> against `expect` (fingerprints, parameters, total_elems, and for a
+// partitioned file world size, rank and shard) and the sections (names and lengths), checks
+// every checksum, calls `before_fill` (when set) with the stored state, and only then fills
+// the sections: `before_fill` may still refuse (throw) with nothing written. Returns the
+// stored state.
+CheckpointState read_checkpoint(
+    const std::string& dir, const CheckpointState& expect,
+    const std::vector<CheckpointSection>& sections, const std::string& file = kCheckpointFile,
+    const std::function<void(const CheckpointState&)>& before_fill = {});
+
+// What rank 0 of a partitioned run writes after every rank file is complete.
+struct CheckpointManifest {
+  int world_size = 0;
+  std::uint64_t layout_fingerprint = 0;
+  std::uint64_t config_fingerprint = 0;
+  std::int64_t steps_done = 0;
+};
+
+// Writes dir/manifest.txt atomically (text, key=value lines and a CRC-32C of them).
+void write_manifest(const std::string& dir, const CheckpointManifest& manifest);
+// Reads dir/manifest.txt: nullopt when absent; IoError naming the file when unreadable,
+// malformed or failing its checksum.
+std::optional<CheckpointManifest> read_manifest(const std::string& dir);
+// Removes dir/manifest.txt if present (the first move of a save: a directory without a
+// manifest is an incomplete checkpoint). IoError when it cannot.
+void remove_manifest(const std::string& dir);
 
 }  // namespace zoro

@@ -23,6 +23,13 @@ Engine::Engine(Config config, device::Device& device) : impl_(std::make_unique<I
   impl_->dev = &device;
 }
 
+Engine::Engine(Config config, device::Device& device, comm::Communicator& comm)
+    : Engine(std::move(config), device) {
+  impl_->comm = &comm;
+  impl_->world = comm.size();
+  impl_->rank = comm.rank();
+}
+
 Engine::~Engine() {
   try {
     if (impl_->finalized) impl_->drain();
@@ -58,6 +65,27 @@ void Engine::finalize() {
   Impl& m = *impl_;
   ZORO_CHECK(!m.finalized, "finalize() called twice");
   ZORO_CHECK(m.layout.size() > 0, "finalize(): no parameters registered");
+  if (m.comm != nullptr) {
+    // Every rank throws together here when any disagrees, so none is left waiting in a
+    // collective.
+    m.comm->verify_agreement(m.cfg.fingerprint(),
+                             "the config fingerprint (optimizer, precision and pipeline "
+                             "settings; Config::fingerprint)");
+    m.comm->verify_agreement(m.layout.fingerprint(),
+                             "the model layout fingerprint (parameter names, shapes and "
+                             "registration order)");
+  }
+  m.shard = m.layout.shard(m.rank, m.world);
+  m.shard_counts.clear();
+  for (int r = 0; r < m.world; ++r) {
+    const std::size_t elems = m.layout.shard(r, m.world).size();
+    ZORO_CHECK(elems > 0, "the model's " << m.total() << " flat elements ("
+                                         << m.total() / offload::kFlatAlignElems << " units of "
+                                         << offload::kFlatAlignElems
+                                         << ") are too few to give each of " << m.world
+                                         << " ranks a shard (rank " << r << " gets none)");
+    m.shard_counts.push_back(elems);
+  }
   for (const auto& slot : m.layout.slots()) {
     const std::size_t bytes = align_up(slot.numel * m.gbytes(), kSlotAlignBytes);
     ZORO_CHECK(bytes <= m.cfg.bucket_bytes,
@@ -71,7 +99,7 @@ void Engine::finalize() {
   ZORO_LOG(kInfo) << "memory plan:\n" << m.plan->to_string();
 
   using device::MemoryKind;
-  const std::size_t n = m.total();
+  const std::size_t n = m.local();  // host-side arrays: this rank's shard
   m.compute = m.dev->create_stream({"compute", device::StreamPriority::kHigh});
   m.d2h = m.dev->create_stream({"d2h", device::StreamPriority::kNormal});
   m.fold = m.dev->create_stream({"fold", device::StreamPriority::kNormal});
@@ -79,7 +107,7 @@ void Engine::finalize() {
   m.trace = m.dev->trace() != nullptr ? m.dev->trace() : &m.own_trace;
   if (m.cfg.trace) m.trace->set_enabled(true);
 
-  m.working = m.dev->allocate(MemoryKind::kDevice, n * m.wbytes());
+  m.working = m.dev->allocate(MemoryKind::kDevice, m.total() * m.wbytes());
   m.buckets = m.dev->allocate(MemoryKind::kDevice,
                               m.cfg.bucket_bytes * static_cast<std::size_t>(m.cfg.bucket_count));
   m.master = m.dev->allocate(MemoryKind::kPinnedHost, n * 4);
@@ -97,12 +125,25 @@ void Engine::finalize() {
   m.landing = m.dev->allocate(MemoryKind::kPinnedHost,
                               m.cfg.bucket_bytes * static_cast<std::size_t>(m.cfg.bucket_count));
   if (m.half_working()) m.staging = m.dev->allocate(MemoryKind::kPinnedHost, n * m.wbytes());
+  if (m.partitioned()) {
+    m.comm_stream = m.dev->create_stream({"comm", device::StreamPriority::kNormal});
+    m.sorted = m.dev->allocate(MemoryKind::kDevice, m.cfg.bucket_bytes);
+    const auto world = static_cast<std::size_t>(m.world);
+    m.exchange_dev = m.dev->allocate(MemoryKind::kDevice, world * sizeof(NormPartial));
+    m.exchange_host =
+        m.dev->allocate(MemoryKind::kPinnedHost, 2 * (1 + world) * sizeof(NormPartial));
+    for (auto& e : m.exchanged) e = m.dev->create_event();
+    m.gathered = m.dev->create_event();
+  }
 
   float* master = m.master.as<float>();
   std::memset(master, 0, n * 4);  // padding stays zero (Note [Flat alignment])
   for (const auto& slot : m.layout.slots()) {
-    std::copy(m.init_values[slot.id.value].begin(), m.init_values[slot.id.value].end(),
-              master + slot.offset);
+    const auto [lo, hi] = Impl::clip(slot.offset, slot.end(), m.shard);  // all of it for one rank
+    const auto& init = m.init_values[slot.id.value];
+    std::copy(init.begin() + static_cast<std::ptrdiff_t>(lo - slot.offset),
+              init.begin() + static_cast<std::ptrdiff_t>(hi - slot.offset),
+              master + (lo - m.shard.begin));
   }
   m.init_values.clear();
   m.init_values.shrink_to_fit();
@@ -113,6 +154,7 @@ void Engine::finalize() {
     b.sealed = m.dev->create_event();
     b.copied = m.dev->create_event();
     b.folded = m.dev->create_event();
+    if (m.partitioned()) b.reduced = m.dev->create_event();
   }
   const std::size_t params = m.layout.size();
   m.touched_serial.assign(params, 0);
@@ -129,9 +171,14 @@ void Engine::finalize() {
       optim::CpuExecutor::Options{m.cfg.cpu_threads, m.dev->info().numa_node});
   m.scaler = std::make_unique<LossScaler>(m.cfg.loss_scale, m.cfg.uses_loss_scaling());
 
-  m.h2d->copy_async(m.working.data(), m.upload_source(), n * m.wbytes());
+  m.h2d->copy_async(m.working.as<std::byte>() + m.shard.begin * m.wbytes(), m.upload_source(),
+                    n * m.wbytes());
   m.h2d_done->record(*m.h2d);
   m.compute->wait(*m.h2d_done);
+  if (m.partitioned()) {
+    m.gather_working(nullptr);  // each rank's shard of the initial weights to every rank
+    m.comm_stream->synchronize();
+  }
   m.h2d->synchronize();
   m.finalized = true;
 }
@@ -145,6 +192,12 @@ const offload::MemoryPlan& Engine::plan() const {
 
 const Config& Engine::config() const { return impl_->cfg; }
 const offload::FlatLayout& Engine::layout() const { return impl_->layout; }
+int Engine::rank() const { return impl_->rank; }
+int Engine::world_size() const { return impl_->world; }
+offload::FlatLayout::Range Engine::shard() const {
+  impl_->require_finalized("shard()");
+  return impl_->shard;
+}
 device::Device& Engine::device() { return *impl_->dev; }
 
 device::Stream& Engine::compute_stream() {
@@ -268,16 +321,20 @@ StepReport Engine::end_step() {
     // any) is finished first so that the order of updates is kept.
     if (m.running) m.last_outcome = m.collect_running();
     r.bytes_h2d += m.finish_uploads();
+    if (m.partitioned()) m.exchange_norms(job);
     m.fold->synchronize();  // rethrows a fold error here, on the trainer's thread
+    if (m.partitioned()) m.comm_stream->synchronize();  // and a collective's error
     out = m.run_update(job);
     job.record->update_ms = out.update_ms;
-    job.record->closed = true;
     m.compute->wait(*m.h2d_done);  // the next forward sees the new weights
+    if (m.partitioned() && out.applied) m.gather_working(job.record->done);
+    job.record->closed = true;
   } else {
     // DPU (Note [DPU]): finish step n-1's update and the uploads its chunks did not get
     // during this backward, then launch this step's update in the background.
     if (m.running) m.last_outcome = m.collect_running();
     r.bytes_h2d += m.finish_uploads();
+    if (m.partitioned()) m.exchange_norms(job);  // issued here: the updater issues none
     m.arm_uploads(false, job.record);
     m.running.emplace(std::async(std::launch::async, [&m, job] { return m.run_update(job); }));
     out = m.last_outcome;  // the figures of the update that finished (one step behind)
@@ -307,6 +364,7 @@ void Engine::flush() {
 
 std::vector<float> Engine::master(ParamId p) {
   flush();
+  if (impl_->partitioned()) return impl_->gather_param(p, impl_->master.data(), DType::kF32);
   const auto& s = impl_->layout.slot(p);
   const float* m = impl_->master.as<float>() + s.offset;
   return std::vector<float>(m, m + s.numel);
@@ -326,6 +384,7 @@ std::vector<float> Engine::moment(ParamId p, int which) {
   ZORO_CHECK(which == 0 || which == 1, "moment(" << which << "): which must be 0 or 1");
   const auto& buf = which == 0 ? impl_->state0 : impl_->state1;
   if (!buf) return {};
+  if (impl_->partitioned()) return impl_->gather_param(p, buf.data(), impl_->cfg.moments);
   const auto& s = impl_->layout.slot(p);
   const std::size_t sb = size_of(impl_->cfg.moments);
   return widen(impl_->cfg.moments, buf.as<std::byte>() + s.offset * sb, s.numel);

@@ -53,6 +53,44 @@
 // compute stream at that release — so the uploads hide behind the rest of backward. What is
 // left at the end of step n+1 (parameters without a gradient, an update that was late) is
 // copied then, and the next forward waits for it on the GPU.
+//
+// Note [Partitioned step]: with a Communicator of N > 1 ranks (ZeRO-2, ../shared/DESIGN.md
+// section 5), the flat space is cut into N contiguous shards aligned to kFlatAlignElems
+// (FlatLayout::shard; the last ones may be one unit shorter), and each rank keeps the pinned
+// master, moments, accumulator(s) and staging of its own shard only. The device keeps the
+// full working weights and the full bucket ring. Every collective is issued by the trainer's
+// thread on one engine stream (`comm`), so every rank issues them in the same order.
+//   - Gradients: a sealed bucket holds segments in grad_slot() order (the same on every rank,
+//     a requirement), each a whole parameter's gradient, so its elements belong to several
+//     shards. The comm stream waits (GPU-side) for the seal, then permutes the bucket into a
+//     staging bucket ordered by owner rank: for rank 0, then 1, ..., the piece of every
+//     segment that falls in that rank's shard, in segment order (one device copy per piece;
+//     adjacent pieces merged). reduce_scatter with counts[r] = the elements of rank r's
+//     pieces sums the staging bucket over ranks and leaves this rank's part back in the
+//     bucket's own memory (free again: its contents are in the staging bucket). The D2H
+//     stream waits for the collective and copies only that part down; the fold writes each
+//     piece into the shard accumulator at piece offset - shard begin. Nothing blocks the host;
+//     the bucket returns to the ring when its copy completes, as for one rank. One staging
+//     bucket suffices: its users are ordered on the comm stream.
+//   - Mean: the engine averages gradients over ranks (as PyTorch DDP): reduce_scatter sums,
+//     and the update scales by 1/N (with the clipping factor and 1/loss scale), so grad_norm,
+//     clipping and the update are those of the mean gradient; one rank fed the mean of the N
+//     ranks' gradients takes the same step up to fp32 reduction order (with a 16-bit wire,
+//     the sum is rounded to it once, where that one rank rounds the mean).
+//   - Norm and overflow: at the boundary a fold-stream task (after the last fold) computes
+//     this rank's sum of squares (its parameter pieces, in registration order) and non-finite
+//     flag; the comm stream all-gathers every rank's (double sum, flag) as raw bytes and each
+//     rank adds the N sums in rank order in double. So every rank computes the same bits and
+//     takes the same clip and skip decisions; an Inf on one rank skips the step on all.
+//   - Update: the CPU optimizer runs over the shard; its chunks are copied up into the rank's
+//     slice of the working weights; then the comm stream waits for the last upload and the
+//     boundary, all-gathers the working weights in place, and the compute stream waits
+//     (GPU-side) for the gather before the next forward. A skipped step gathers nothing (every
+//     rank skips). With DPU the gather follows the delayed uploads at the end of step n+1,
+//     issued by the trainer's thread too (the updater thread issues no collective).
+//   - Collective calls: finalize, end_step's boundary, save/load_checkpoint, and, with
+//     N > 1, master() and moment() (they gather a parameter from its owners), and flush()
+//     with DPU (it may upload and gather). Every rank makes them in the same order.
 #pragma once
 
 #include <cstddef>
@@ -71,6 +109,10 @@
 #include "runtime/device/device.h"
 
 namespace zoro {
+
+namespace comm {
+class Communicator;
+}
 
 using offload::ParamId;
 
@@ -116,6 +158,9 @@ class Engine {
   explicit Engine(Config config);
   // Uses an existing device (the engine does not own it; it must outlive the engine).
   Engine(Config config, device::Device& device);
+  // One rank of a data-parallel run over `comm` (Note [Partitioned step]); comm and device
+  // outlive the engine. A communicator of one rank behaves exactly as the constructor above.
+  Engine(Config config, device::Device& device, comm::Communicator& comm);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -130,6 +175,9 @@ class Engine {
 
   // Computes the memory plan, refuses one that does not fit the device capacity or the host
   // budget (OutOfMemory with the numbers), allocates, and uploads the working weights.
+  // With a communicator, first checks that every rank agrees on config.fingerprint() and on
+  // the layout's fingerprint (InvalidArgument on every rank otherwise, naming the ranks and
+  // values), and each rank's initial values of its shard become every rank's working weights.
   void finalize();
   bool finalized() const;
   const offload::MemoryPlan& plan() const;  // after finalize
@@ -138,6 +186,11 @@ class Engine {
 
   const Config& config() const;
   const offload::FlatLayout& layout() const;
+  // This rank and the number of ranks (0 and 1 without a communicator), and the rank's shard
+  // of the flat space (all of it for one rank).
+  int rank() const;
+  int world_size() const;
+  offload::FlatLayout::Range shard() const;
   device::Device& device();
   // The stream the trainer computes on (high priority).
   device::Stream& compute_stream();
@@ -183,11 +236,15 @@ class Engine {
   std::vector<float> moment(ParamId p, int which);
 
   // ---- checkpoints (Note [Checkpoint] in checkpoint.cpp) ----
-  // Atomically writes dir/zoro.ckpt (the directory is created). Only between steps.
+  // Atomically writes dir/zoro.ckpt (the directory is created). Only between steps. With N > 1
+  // ranks (collective): dir/rank-<r>-of-<N>.ckpt per rank, then dir/manifest.txt by rank 0
+  // (Note [Partitioned checkpoint] in engine_checkpoint.cpp).
   void save_checkpoint(const std::string& dir);
   // Restores a checkpoint written by the same model (layout) and optimizer; continuing gives
   // the same results as a run that never stopped. Refuses truncated, corrupted or foreign
-  // checkpoints with IoError / InvalidArgument naming the problem.
+  // checkpoints with IoError / InvalidArgument naming the problem, and one written by another
+  // number of ranks (resharding is not supported yet). With N > 1 ranks it is collective, and
+  // when any rank refuses, every rank throws and none has changed its state.
   void load_checkpoint(const std::string& dir);
 
   // ---- test hooks ----

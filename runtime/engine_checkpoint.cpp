@@ -1,9 +1,49 @@
 // Engine::save_checkpoint and load_checkpoint (Note [Checkpoint] in checkpoint.cpp).
+//
+// Note [Partitioned checkpoint]: with N > 1 ranks each rank saves what only it holds — the
+// master, optimizer state and its slice of the working weights, for its shard — to
+// dir/rank-<r>-of-<N>.ckpt, and rank 0 writes dir/manifest.txt (world size, fingerprints,
+// step). A save is three moves, each closed by an agreement of every rank (a blocking
+// verify_agreement, which is also a barrier): rank 0 removes the old manifest; every rank
+// writes its file atomically; rank 0 writes the manifest atomically. So the manifest exists
+// only while every rank file belongs to it: a save interrupted half-way leaves a directory
+// without a manifest, which load refuses. Load reads the manifest (refusing another world
+// size: resharding is not supported yet), then each rank verifies its own file completely;
+// the ranks agree that all succeeded before any of them writes into its state, so a missing or
+// corrupt file on one rank (named with its rank) makes every rank throw with nothing changed.
+// The working weights are then gathered from their owners, as after an update.
+#include <filesystem>
+
 #include "runtime/checkpoint.h"
 #include "runtime/engine.h"
 #include "runtime/engine_impl.h"
 
 namespace zoro {
+
+namespace {
+
+// Runs `fn` on this rank, then every rank learns whether it succeeded everywhere (a blocking
+// agreement): the rank whose `fn` threw rethrows its error, and the others throw an error
+// naming `what` and the ranks that failed.
+void on_every_rank(comm::Communicator& comm, const std::string& what,
+                   const std::function<void()>& fn) {
+  std::exception_ptr error;
+  try {
+    fn();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::string others;
+  try {
+    comm.verify_agreement(error ? 1 : 0, what + " succeeded (1: failed)");
+  } catch (const InvalidArgument& e) {
+    others = e.what();
+  }
+  if (error) std::rethrow_exception(error);
+  if (!others.empty()) ZORO_THROW(IoError, what << " failed on another rank: " << others);
+}
+
+}  // namespace
 
 void Engine::save_checkpoint(const std::string& dir) {
   Impl& m = *impl_;
@@ -16,14 +56,15 @@ void Engine::save_checkpoint(const std::string& dir) {
   if (m.running) m.last_outcome = m.collect_running();
   m.fold->synchronize();
   m.h2d->synchronize();
+  if (m.comm_stream) m.comm_stream->synchronize();
   m.compute->synchronize();
-  const std::size_t n = m.total();
+  const std::size_t n = m.local();
   CheckpointState st;
   st.layout_fingerprint = m.layout.fingerprint();
   st.config_fingerprint = m.cfg.fingerprint();
   st.config_toml = m.cfg.to_toml();
   for (const auto& slot : m.layout.slots()) st.params.push_back({slot.name, slot.shape});
-  st.total_elems = n;
+  st.total_elems = m.total();
   st.steps_done = m.steps_done;
   st.optimizer_t = m.optimizer_t;
   {
@@ -32,14 +73,45 @@ void Engine::save_checkpoint(const std::string& dir) {
     st.good_steps = m.scaler->good_steps();
   }
   st.upload_pending = m.uploads_armed;
-  std::vector<std::byte> working(n * m.wbytes());
-  m.dev->copy(working.data(), m.working.data(), working.size());
+  // This rank's slice of the working weights (every rank holds the same full copy).
+  const std::size_t wb = m.wbytes();
+  std::vector<std::byte> working(n * wb);
+  m.dev->copy(working.data(), m.working.as<std::byte>() + m.shard.begin * wb, working.size());
   std::vector<CheckpointSection> sections;
   sections.push_back({"master", m.master.data(), n * 4});
   sections.push_back({"state0", m.state0.data(), m.state0.bytes()});
   if (m.state1) sections.push_back({"state1", m.state1.data(), m.state1.bytes()});
   sections.push_back({"working", working.data(), working.size()});
-  write_checkpoint(dir, st, sections);
+  if (!m.partitioned()) {
+    write_checkpoint(dir, st, sections);
+    return;
+  }
+  // Note [Partitioned checkpoint].
+  st.world_size = m.world;
+  st.rank = m.rank;
+  st.shard_begin = m.shard.begin;
+  st.shard_end = m.shard.end;
+  comm::Communicator& comm = *m.comm;
+  on_every_rank(comm, "preparing checkpoint directory '" + dir + "'", [&] {
+    if (m.rank != 0) return;
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      ZORO_THROW(IoError, "cannot create checkpoint directory '" << dir << "': " << ec.message());
+    }
+    remove_manifest(dir);
+  });
+  on_every_rank(comm, "writing the rank files of checkpoint '" + dir + "'", [&] {
+    try {
+      write_checkpoint(dir, st, sections, rank_checkpoint_file(m.rank, m.world));
+    } catch (const IoError& e) {
+      ZORO_THROW(IoError, "rank " << m.rank << ": " << e.what());
+    }
+  });
+  on_every_rank(comm, "writing the manifest of checkpoint '" + dir + "'", [&] {
+    if (m.rank != 0) return;
+    write_manifest(dir, {m.world, st.layout_fingerprint, st.config_fingerprint, st.steps_done});
+  });
 }
 
 void Engine::load_checkpoint(const std::string& dir) {
@@ -54,15 +126,75 @@ void Engine::load_checkpoint(const std::string& dir) {
   expect.config_toml = m.cfg.to_toml();
   for (const auto& slot : m.layout.slots()) expect.params.push_back({slot.name, slot.shape});
   expect.total_elems = m.total();
-  const std::size_t n = m.total();
-  std::vector<std::byte> working(n * m.wbytes());
+  const std::size_t n = m.local();
+  const std::size_t wb = m.wbytes();
+  std::vector<std::byte> working(n * wb);
   std::vector<CheckpointSection> sections;
   sections.push_back({"master", m.master.data(), n * 4});
   sections.push_back({"state0", m.state0.data(), m.state0.bytes()});
   if (m.state1) sections.push_back({"state1", m.state1.data(), m.state1.bytes()});
   sections.push_back({"working", working.data(), working.size()});
-  // read_checkpoint validates everything before it writes into any section.
-  const CheckpointState st = read_checkpoint(dir, expect, sections);
+  const auto refuse_world = [&](int saved_world) {
+    ZORO_THROW(InvalidArgument, "checkpoint '" << dir << "' was saved by " << saved_world
+                                               << " rank(s) but this run has " << m.world
+                                               << ": resharding is not supported yet");
+  };
+  CheckpointState st;
+  if (!m.partitioned()) {
+    std::error_code ec;
+    if (!std::filesystem::exists(dir + "/" + kCheckpointFile, ec)) {
+      if (const auto manifest = read_manifest(dir)) refuse_world(manifest->world_size);
+    }
+    // read_checkpoint validates everything before it writes into any section.
+    st = read_checkpoint(dir, expect, sections);
+  } else {
+    // Note [Partitioned checkpoint].
+    expect.world_size = m.world;
+    expect.rank = m.rank;
+    expect.shard_begin = m.shard.begin;
+    expect.shard_end = m.shard.end;
+    const std::string file = rank_checkpoint_file(m.rank, m.world);
+    bool agreed = false;
+    const auto agree = [&](bool ok) {
+      agreed = true;
+      try {
+        m.comm->verify_agreement(
+            ok ? 0 : 1, "loading checkpoint '" + dir + "' succeeded on every rank (1: failed)");
+      } catch (const InvalidArgument& e) {
+        if (ok)
+          ZORO_THROW(IoError,
+                     "another rank could not load checkpoint '" << dir << "': " << e.what());
+      }
+    };
+    try {
+      const auto manifest = read_manifest(dir);
+      if (!manifest) {
+        std::error_code ec;
+        if (std::filesystem::exists(dir + "/" + kCheckpointFile, ec)) refuse_world(1);
+        ZORO_THROW(IoError, "checkpoint '" << dir << "' has no " << kManifestFile
+                                           << " (not a checkpoint, or an interrupted save)");
+      }
+      if (manifest->world_size != m.world) refuse_world(manifest->world_size);
+      try {
+        st = read_checkpoint(dir, expect, sections, file, [&](const CheckpointState& got) {
+          ZORO_CHECK(got.steps_done == manifest->steps_done,
+                     "checkpoint file '" << dir << "/" << file << "' is of step " << got.steps_done
+                                         << " but the manifest of step " << manifest->steps_done);
+          agree(true);
+        });
+      } catch (const Error& e) {
+        if (agreed) throw;  // another rank's failure, already worded
+        const std::string what = "rank " + std::to_string(m.rank) + " (" + file + "): " + e.what();
+        if (dynamic_cast<const InvalidArgument*>(&e) != nullptr) {
+          ZORO_THROW(InvalidArgument, what);
+        }
+        ZORO_THROW(IoError, what);
+      }
+    } catch (...) {
+      if (!agreed) agree(false);
+      throw;
+    }
+  }
   m.steps_done = st.steps_done;
   m.optimizer_t = st.optimizer_t;
   m.scaler->restore(st.loss_scale, st.good_steps);
@@ -73,7 +205,11 @@ void Engine::load_checkpoint(const std::string& dir) {
     m.arm_uploads(true, std::move(record));
   }
   if (m.half_working()) round_to(m.cfg.dtype, m.master.as<float>(), m.staging.data(), n);
-  m.dev->copy(m.working.data(), working.data(), working.size());
+  m.dev->copy(m.working.as<std::byte>() + m.shard.begin * wb, working.data(), working.size());
+  if (m.partitioned()) {
+    m.gather_working(nullptr);
+    m.comm_stream->synchronize();
+  }
   // Accumulators start the next step afresh (first contributions store).
   std::fill(m.touched_serial.begin(), m.touched_serial.end(), 0);
   std::fill(m.norm_serial.begin(), m.norm_serial.end(), 0);

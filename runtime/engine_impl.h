@@ -1,7 +1,8 @@
 // Private to runtime/engine*.cpp: Engine::Impl, the engine's state and its pipeline
-// machinery (Notes [Gradient path], [Step], [DPU], [DPU uploads], [Step timing]). Split from
-// engine.cpp so that the public methods and the checkpoint methods live in files of their
-// own; nothing outside runtime/ includes it (it is not installed).
+// machinery (Notes [Gradient path], [Step], [DPU], [DPU uploads] and [Partitioned step] in
+// engine.h, and [Step timing]). Split from engine.cpp so that the public methods and the
+// checkpoint methods live in files of their own; nothing outside runtime/ includes it (it is
+// not installed).
 #pragma once
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <optional>
 
+#include "comm/communicator.h"
 #include "offload/grad_fold.h"
 #include "offload/optim/cpu_executor.h"
 #include "offload/optim/cpu_optimizer.h"
@@ -86,6 +88,14 @@ struct UpdateOutcome {
   std::size_t bytes_h2d = 0;
 };
 
+// The norm exchange's record of one rank (Note [Partitioned step]): moved as raw bytes.
+struct NormPartial {
+  double sum_squares = 0;
+  double non_finite = 0;  // 1 when an Inf/NaN was seen
+};
+static_assert(sizeof(NormPartial) == 16);
+inline constexpr std::size_t kNormPartialHalves = sizeof(NormPartial) / 2;  // 16-bit elements
+
 }  // namespace engine_detail
 
 using namespace engine_detail;  // NOLINT: private header of runtime/engine*.cpp only
@@ -96,20 +106,31 @@ struct Engine::Impl {
   std::unique_ptr<device::Device> owned_device;
   device::Device* dev = nullptr;
   offload::FlatLayout layout;
+  // Many ranks (Note [Partitioned step]); world == 1 is the single-rank engine, unchanged.
+  comm::Communicator* comm = nullptr;
+  int world = 1;
+  int rank = 0;
+  offload::FlatLayout::Range shard;             // this rank's flat range (after finalize)
+  std::vector<std::size_t> shard_counts;        // elements of every rank's shard
   std::vector<std::vector<float>> init_values;  // per parameter, until finalize
   std::optional<offload::MemoryPlan> plan;
   bool finalized = false;
 
   std::unique_ptr<device::Stream> compute, d2h, fold, h2d;
+  std::unique_ptr<device::Stream> comm_stream;  // every collective (world > 1 only)
   device::Trace own_trace;  // host-worker spans when the device keeps no trace (CUDA)
   device::Trace* trace = nullptr;
 
   // Device memory.
   device::Buffer working;  // total_elems x size_of(dtype)
   device::Buffer buckets;  // bucket_count x bucket_bytes
-  // Pinned host memory (flat, indexed like the layout).
+  // Pinned host memory (flat, indexed like the layout; for many ranks, like the shard).
   device::Buffer master, state0, state1, staging, landing;
   device::Buffer acc[2];
+  // World > 1: a bucket permuted by owner rank (device); the norm exchange (device: a
+  // NormPartial per rank; pinned: per parity, this rank's then every rank's).
+  device::Buffer sorted, exchange_dev, exchange_host;
+  std::unique_ptr<device::Event> exchanged[2], gathered;
 
   // The bucket ring (trainer thread only, but for the events).
   struct Segment {
@@ -121,6 +142,7 @@ struct Engine::Impl {
     std::size_t fill_bytes = 0;
     std::vector<Segment> segments;
     std::unique_ptr<device::Event> sealed, copied, folded;
+    std::unique_ptr<device::Event> reduced;  // world > 1: its reduce-scatter is done
   };
   std::vector<Bucket> ring;
   int open_bucket = -1;
@@ -204,6 +226,9 @@ struct Engine::Impl {
   std::size_t gbytes() const { return size_of(cfg.grad_dtype); }
   bool half_working() const { return cfg.dtype != DType::kF32; }
   std::size_t total() const { return layout.total_elems(); }
+  bool partitioned() const { return world > 1; }
+  // Elements of the host-side arrays: this rank's shard.
+  std::size_t local() const { return shard.size(); }
 
   void require_finalized(const char* what) const {
     ZORO_CHECK(finalized, what << ": the engine is not finalized (call finalize() first)");
@@ -219,8 +244,27 @@ struct Engine::Impl {
     o.bucket_bytes = cfg.bucket_bytes;
     o.bucket_count = static_cast<std::size_t>(cfg.bucket_count);
     o.dpu = cfg.dpu;
+    if (partitioned()) {
+      o.world_size = world;
+      o.shard_elems = std::max<std::size_t>(layout.shard(rank, world).size(),
+                                            std::min(o.total_elems, offload::kFlatAlignElems));
+    }
     return o;
   }
+
+  // The part of flat range [begin, end) in shard `range`, as [lo, hi); when there is none,
+  // lo == hi == range.begin (so lo - range.begin is always a valid offset in the shard).
+  static std::pair<std::size_t, std::size_t> clip(std::size_t begin, std::size_t end,
+                                                  offload::FlatLayout::Range range) {
+    const std::size_t lo = std::max(begin, range.begin);
+    const std::size_t hi = std::min(end, range.end);
+    return lo < hi ? std::pair{lo, hi} : std::pair{range.begin, range.begin};
+  }
+
+  NormPartial* exchange_send(int parity) {
+    return exchange_host.as<NormPartial>() + static_cast<std::size_t>(parity) * (1 + world);
+  }
+  NormPartial* exchange_recv(int parity) { return exchange_send(parity) + 1; }
 
   // ---- step timing (Note [Step timing]) ----
 
@@ -339,14 +383,23 @@ struct Engine::Impl {
       params.push_back(s.param);
     }
     b.sealed->record(*compute);
-    d2h->wait(*b.sealed);
+    std::size_t copy_bytes = b.fill_bytes;
+    if (partitioned()) {
+      // Reduce-scatter first; segs become this rank's pieces (Note [Partitioned step]).
+      copy_bytes = reduce_scatter_bucket(index, segs, params);
+      d2h->wait(*b.reduced);
+    } else {
+      d2h->wait(*b.sealed);
+    }
     d2h->wait(*b.folded);  // the landing zone is free once its previous fold is done
     TimingRecord& rec = current_record();
-    timed_copy(*d2h, rec.d2h, "d2h bucket " + std::to_string(index), bucket_landing(index),
-               bucket_device(index), b.fill_bytes);
-    rec.bytes_d2h += b.fill_bytes;
+    if (copy_bytes > 0) {
+      timed_copy(*d2h, rec.d2h, "d2h bucket " + std::to_string(index), bucket_landing(index),
+                 bucket_device(index), copy_bytes);
+    }
+    rec.bytes_d2h += copy_bytes;
     b.copied->record(*d2h);
-    bytes_d2h_micro += b.fill_bytes;
+    bytes_d2h_micro += copy_bytes;
     fold->wait(*b.copied);
     float* accumulator = acc[parity].as<float>();
     const void* src = bucket_landing(index);
@@ -361,6 +414,65 @@ struct Engine::Impl {
           }
         });
     b.folded->record(*fold);
+  }
+
+  // World > 1 (Note [Partitioned step]): permutes sealed bucket `index` by owner rank into the
+  // staging bucket and reduce-scatters it back into the bucket, all on the comm stream, and
+  // records the bucket's `reduced` event. Replaces `segs` and `params` by this rank's pieces
+  // (bucket_elem now counts from the start of its received part, flat_offset from the shard's
+  // begin). Returns the bytes of the received part.
+  std::size_t reduce_scatter_bucket(int index, std::vector<offload::FoldSegment>& segs,
+                                    std::vector<ParamId>& params) {
+    Bucket& b = ring[static_cast<std::size_t>(index)];
+    const std::size_t gb = gbytes();
+    const std::byte* src = bucket_device(index);
+    std::byte* dst = sorted.as<std::byte>();
+    std::vector<std::size_t> counts(static_cast<std::size_t>(world), 0);
+    std::vector<offload::FoldSegment> mine;
+    std::vector<ParamId> mine_params;
+    comm_stream->wait(*b.sealed);
+    std::size_t pos = 0;                                  // elements written to the staging bucket
+    std::size_t run_from = 0, run_to = 0, run_elems = 0;  // a copy being merged
+    const auto flush_run = [&] {
+      if (run_elems > 0) {
+        comm_stream->copy_async(dst + run_to * gb, src + run_from * gb, run_elems * gb);
+      }
+      run_elems = 0;
+    };
+    for (int r = 0; r < world; ++r) {
+      const auto range = layout.shard(r, world);
+      const std::size_t first_of_rank = pos;
+      for (std::size_t i = 0; i < segs.size(); ++i) {
+        const offload::FoldSegment& f = segs[i];
+        const auto [lo, hi] = clip(f.flat_offset, f.flat_offset + f.elems, range);
+        if (lo == hi) continue;
+        const std::size_t from = f.bucket_elem + (lo - f.flat_offset);
+        if (run_elems > 0 && run_from + run_elems == from) {
+          run_elems += hi - lo;  // contiguous in the bucket too: one copy
+        } else {
+          flush_run();
+          run_from = from;
+          run_to = pos;
+          run_elems = hi - lo;
+        }
+        if (r == rank) {
+          offload::FoldSegment piece = f;
+          piece.bucket_elem = pos - first_of_rank;
+          piece.flat_offset = lo - shard.begin;
+          piece.elems = hi - lo;
+          mine.push_back(piece);
+          mine_params.push_back(params[i]);
+        }
+        pos += hi - lo;
+        counts[static_cast<std::size_t>(r)] += hi - lo;
+      }
+    }
+    flush_run();
+    comm->reduce_scatter(dst, bucket_device(index), counts, cfg.grad_dtype, *comm_stream);
+    b.reduced->record(*comm_stream);
+    segs = std::move(mine);
+    params = std::move(mine_params);
+    return counts[static_cast<std::size_t>(rank)] * gb;
   }
 
   // ---- the update (Note [Step]) ----
@@ -401,25 +513,38 @@ struct Engine::Impl {
     const auto t0 = Clock::now();
     auto span = trace->begin();
     float* a = acc[job.parity].as<float>();
-    auto& norms = norm_sq[job.parity];
-    for (ParamId p : job.untouched) {
-      const auto& s = layout.slot(p);
-      std::fill(a + s.offset, a + s.end(), 0.f);
-      norms[p.value] = 0;
-    }
-    for (ParamId p : job.need_norm) {
-      const auto& s = layout.slot(p);
-      norms[p.value] = offload::sum_squares(a + s.offset, s.numel);
-    }
     double total_sq = 0;
-    for (double v : norms) total_sq += v;  // registration order: independent of buckets
-    const bool non_finite_seen = non_finite[job.parity];
-    non_finite[job.parity] = false;
+    bool non_finite_seen = false;
+    if (partitioned()) {
+      // Every rank's partial, gathered by exchange_norms(), summed in rank order.
+      exchanged[job.parity]->synchronize();
+      const NormPartial* all = exchange_recv(job.parity);
+      for (int r = 0; r < world; ++r) {
+        total_sq += all[r].sum_squares;
+        non_finite_seen = non_finite_seen || all[r].non_finite != 0;
+      }
+    } else {
+      auto& norms = norm_sq[job.parity];
+      for (ParamId p : job.untouched) {
+        const auto& s = layout.slot(p);
+        std::fill(a + s.offset, a + s.end(), 0.f);
+        norms[p.value] = 0;
+      }
+      for (ParamId p : job.need_norm) {
+        const auto& s = layout.slot(p);
+        norms[p.value] = offload::sum_squares(a + s.offset, s.numel);
+      }
+      for (double v : norms) total_sq += v;  // registration order: independent of buckets
+      non_finite_seen = non_finite[job.parity];
+      non_finite[job.parity] = false;
+    }
     double scale = 1;
+    double divisor = 1;  // loss scale, times the ranks whose gradients were summed
     {
       std::lock_guard lock(scaler_mutex);
       scale = scaler->scale();
-      out.grad_norm = std::sqrt(total_sq) / scale;
+      divisor = partitioned() ? scale * world : scale;
+      out.grad_norm = std::sqrt(total_sq) / divisor;
       out.overflow = non_finite_seen || !std::isfinite(out.grad_norm);
       out.applied = scaler->update(out.overflow);
     }
@@ -435,8 +560,9 @@ struct Engine::Impl {
     // The staging buffer (or, for fp32, the master) is the source of the previous upload:
     // it may be overwritten only once that copy is complete.
     h2d_done->synchronize();
-    const optim::StepInfo info{optimizer_t, static_cast<float>(out.clip_factor / scale)};
-    const std::size_t n = total();
+    const optim::StepInfo info{optimizer_t, static_cast<float>(out.clip_factor / divisor)};
+    const std::size_t n = local();
+    const std::size_t first = shard.begin;  // the working weights are the whole flat space
     const optim::Range all{0, n};
     const std::size_t wb = wbytes();
     optim::Tensor half_out{};
@@ -448,9 +574,10 @@ struct Engine::Impl {
       trace->end(span, "cpu-update", "update chunk " + k);
       span = trace->begin();
       if (!job.upload_per_chunk) return;
-      timed_copy(
-          *h2d, job.record->h2d, "h2d chunk " + k, working.as<std::byte>() + chunk.begin * wb,
-          static_cast<const std::byte*>(upload_source()) + chunk.begin * wb, chunk.size() * wb);
+      timed_copy(*h2d, job.record->h2d, "h2d chunk " + k,
+                 working.as<std::byte>() + (first + chunk.begin) * wb,
+                 static_cast<const std::byte*>(upload_source()) + chunk.begin * wb,
+                 chunk.size() * wb);
       job.record->bytes_h2d += chunk.size() * wb;
       out.bytes_h2d += chunk.size() * wb;
       if (after_chunk_upload_hook) after_chunk_upload_hook(chunk_index - 1);
@@ -488,16 +615,16 @@ struct Engine::Impl {
     return out;
   }
 
-  void run_optimizer(double lr, const optim::StepInfo& info, std::span<float> master_span, DType sd,
-                     const optim::ConstTensor& grad, const optim::Tensor& half_out,
+  void run_optimizer(double rate, const optim::StepInfo& info, std::span<float> master_span,
+                     DType sd, const optim::ConstTensor& grad, const optim::Tensor& half_out,
                      optim::Range range, std::size_t chunk_elems,
                      const optim::ChunkDone& on_chunk) {
-    const std::size_t n = total();
+    const std::size_t n = local();
     switch (cfg.optimizer) {
       case OptimizerKind::kAdam:
       case OptimizerKind::kAdamW: {
         optim::AdamConfig c;
-        c.lr = static_cast<float>(lr);
+        c.lr = static_cast<float>(rate);
         c.beta1 = static_cast<float>(cfg.beta1);
         c.beta2 = static_cast<float>(cfg.beta2);
         c.eps = static_cast<float>(cfg.eps);
@@ -510,7 +637,7 @@ struct Engine::Impl {
       }
       case OptimizerKind::kAdagrad: {
         optim::AdagradConfig c;
-        c.lr = static_cast<float>(lr);
+        c.lr = static_cast<float>(rate);
         c.eps = static_cast<float>(cfg.eps);
         c.weight_decay = static_cast<float>(cfg.weight_decay);
         optim::AdagradBuffers b{master_span, {state0.data(), n, sd}, grad, half_out};
@@ -519,7 +646,7 @@ struct Engine::Impl {
       }
       case OptimizerKind::kLion: {
         optim::LionConfig c;
-        c.lr = static_cast<float>(lr);
+        c.lr = static_cast<float>(rate);
         c.beta1 = static_cast<float>(cfg.beta1);
         c.beta2 = static_cast<float>(cfg.beta2);
         c.weight_decay = static_cast<float>(cfg.weight_decay);
@@ -533,15 +660,17 @@ struct Engine::Impl {
   // ---- DPU uploads (Note [DPU uploads]) ----
 
   void build_chunk_grid() {
-    const std::size_t n = total();
+    const std::size_t n = local();
     for (std::size_t b = 0; b < n; b += cfg.chunk_elems) {
       chunks.push_back({b, std::min(n, b + cfg.chunk_elems)});
     }
     params_in_chunk.assign(chunks.size(), 0);
     chunks_of_param.assign(layout.size(), {});
     for (const auto& slot : layout.slots()) {
-      const std::size_t first = slot.offset / cfg.chunk_elems;
-      const std::size_t last = (slot.end() - 1) / cfg.chunk_elems;
+      const auto [lo, hi] = clip(slot.offset, slot.end(), shard);
+      if (lo == hi) continue;  // another rank's parameter
+      const std::size_t first = (lo - shard.begin) / cfg.chunk_elems;
+      const std::size_t last = (hi - shard.begin - 1) / cfg.chunk_elems;
       for (std::size_t k = first; k <= last; ++k) {
         chunks_of_param[slot.id.value].push_back(static_cast<std::uint32_t>(k));
         ++params_in_chunk[k];
@@ -567,7 +696,7 @@ struct Engine::Impl {
     const optim::Range c = chunks[k];
     h2d->wait(after);
     timed_copy(*h2d, armed_record->h2d, "h2d chunk " + std::to_string(k) + " (dpu)",
-               working.as<std::byte>() + c.begin * wb,
+               working.as<std::byte>() + (shard.begin + c.begin) * wb,
                static_cast<const std::byte*>(upload_source()) + c.begin * wb, c.size() * wb);
     armed_record->bytes_h2d += c.size() * wb;
     chunk_state[k].uploaded = true;
@@ -614,6 +743,7 @@ struct Engine::Impl {
     compute->wait(*h2d_done);
     armed_record->done = take_event();
     armed_record->done->record(*h2d);
+    if (partitioned()) gather_working(armed_record->done);
     armed_record->closed = true;
     armed_record.reset();
     return uploaded_bytes;
@@ -643,7 +773,89 @@ struct Engine::Impl {
     fold->synchronize();
     d2h->synchronize();
     h2d->synchronize();
+    if (comm_stream) comm_stream->synchronize();
     compute->synchronize();
+  }
+
+  // ---- many ranks (Note [Partitioned step]) ----
+
+  // Trainer thread, at the boundary after the last seal: a fold-stream task computes this
+  // rank's NormPartial (the untouched and earlier-micro-step parameters' pieces first, as
+  // run_update does for one rank), and the comm stream gathers every rank's into
+  // exchange_recv(parity), then records exchanged[parity].
+  void exchange_norms(const UpdateJob& job) {
+    const int parity = job.parity;
+    NormPartial* send = exchange_send(parity);
+    fold->launch_host_fn(
+        "norm partial", [this, parity, untouched = job.untouched, need_norm = job.need_norm, send] {
+          float* a = acc[parity].as<float>();  // indexed from the shard's begin
+          auto& norms = norm_sq[parity];
+          for (ParamId p : untouched) {
+            const auto& s = layout.slot(p);
+            const auto [lo, hi] = clip(s.offset, s.end(), shard);
+            std::fill(a + (lo - shard.begin), a + (hi - shard.begin), 0.f);
+            norms[p.value] = 0;
+          }
+          for (ParamId p : need_norm) {
+            const auto& s = layout.slot(p);
+            const auto [lo, hi] = clip(s.offset, s.end(), shard);
+            norms[p.value] = offload::sum_squares(a + (lo - shard.begin), hi - lo);
+          }
+          double total_sq = 0;
+          for (double v : norms) total_sq += v;  // registration order
+          send->sum_squares = total_sq;
+          send->non_finite = non_finite[parity] ? 1 : 0;
+          non_finite[parity] = false;
+        });
+    folds_done[parity]->record(*fold);
+    comm_stream->wait(*folds_done[parity]);
+    constexpr std::size_t es = sizeof(NormPartial);
+    std::byte* mine = exchange_dev.as<std::byte>() + static_cast<std::size_t>(rank) * es;
+    comm_stream->copy_async(mine, send, es);
+    const std::vector<std::size_t> counts(static_cast<std::size_t>(world), kNormPartialHalves);
+    // Raw bytes: a gather of 16-bit elements moves them unchanged.
+    comm->all_gather(mine, exchange_dev.data(), counts, DType::kBF16, *comm_stream);
+    comm_stream->copy_async(exchange_recv(parity), exchange_dev.data(),
+                            static_cast<std::size_t>(world) * es);
+    exchanged[parity]->record(*comm_stream);
+  }
+
+  // Trainer thread, after this rank's new weights were copied up (h2d_done) and the step's
+  // backward ended (boundary): every rank's shard of the working weights to every rank, in
+  // place; the compute stream waits (GPU-side). `done` (a timing event) is re-recorded after.
+  void gather_working(device::Event* done) {
+    comm_stream->wait(*boundary);
+    comm_stream->wait(*h2d_done);
+    const std::size_t wb = wbytes();
+    comm->all_gather(working.as<std::byte>() + shard.begin * wb, working.data(), shard_counts,
+                     cfg.dtype, *comm_stream);
+    gathered->record(*comm_stream);
+    compute->wait(*gathered);
+    if (done != nullptr) done->record(*comm_stream);
+  }
+
+  // Collective: parameter p's values of a shard-indexed host array (`base`, `dtype`) from
+  // every rank that owns a piece of it, as fp32.
+  std::vector<float> gather_param(ParamId p, const void* base, DType dtype) {
+    const auto& slot = layout.slot(p);
+    const std::size_t es = size_of(dtype);
+    std::vector<std::size_t> counts;
+    for (int r = 0; r < world; ++r) {
+      const auto [lo, hi] = clip(slot.offset, slot.end(), layout.shard(r, world));
+      counts.push_back(hi - lo);
+    }
+    const auto [lo, hi] = clip(slot.offset, slot.end(), shard);
+    device::Buffer full = dev->allocate(device::MemoryKind::kDevice, slot.numel * es);
+    std::byte* mine = full.as<std::byte>() + comm::shard_offset(counts, rank) * es;
+    if (hi > lo) {
+      comm_stream->copy_async(mine, static_cast<const std::byte*>(base) + (lo - shard.begin) * es,
+                              (hi - lo) * es);
+    }
+    comm->all_gather(mine, full.data(), counts, dtype, *comm_stream);
+    comm_stream->synchronize();
+    std::vector<std::byte> raw(slot.numel * es);
+    dev->copy(raw.data(), full.data(), raw.size());
+    return widen(dtype, raw.data(), slot.numel);
   }
 };
 

@@ -1,0 +1,165 @@
+// The engine with a communicator of one rank is the single-rank engine, bit for bit; and the
+// single-rank side of partitioned checkpoints (the manifest, world-size refusals) without MPI.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "comm/communicator.h"
+#include "runtime/base/error.h"
+#include "runtime/checkpoint.h"
+#include "runtime/engine.h"
+#include "tests/runtime/grad_feeder.h"
+#include "tests/support/random.h"
+
+namespace zoro {
+namespace {
+
+struct Shape {
+  std::string name;
+  std::vector<std::int64_t> dims;
+};
+
+const std::vector<Shape> kModel = {
+    {"embed", {37, 5}}, {"fc1.w", {5, 64}}, {"fc1.b", {64}}, {"fc2.w", {64, 9}}, {"fc2.b", {9}}};
+
+Config small_config() {
+  Config c;
+  c.device = "host:mem=64MiB";
+  c.dtype = DType::kBF16;
+  c.grad_dtype = DType::kBF16;
+  c.optimizer = OptimizerKind::kAdamW;
+  c.lr = 1e-2;
+  c.weight_decay = 0.05;
+  c.clip_norm = 0.5;
+  c.grad_accum_steps = 2;
+  c.bucket_bytes = 4096;
+  c.bucket_count = 2;
+  c.chunk_elems = 1024;
+  c.cpu_threads = 1;
+  return c;
+}
+
+std::vector<ParamId> add_model(Engine& e, const std::vector<std::vector<float>>& init) {
+  std::vector<ParamId> ids;
+  for (std::size_t k = 0; k < kModel.size(); ++k) {
+    ids.push_back(e.add_parameter(kModel[k].name, kModel[k].dims, init[k]));
+  }
+  return ids;
+}
+
+std::string scratch_dir(const char* tag) {
+  return (std::filesystem::temp_directory_path() /
+          ("zoro-" + std::string(tag) + "-" + std::to_string(::getpid()) + "-" +
+           std::to_string(::zoro::testing::test_seed())))
+      .string();
+}
+
+class SelfCommEngine : public ::testing::TestWithParam<bool> {};
+
+TEST_P(SelfCommEngine, IsTheSingleRankEngineBitForBit) {
+  ZORO_TRACE_SEED();
+  auto rng = testing::make_rng(1);
+  Config cfg = small_config();
+  cfg.dpu = GetParam();
+  cfg.dpu_warmup_steps = 1;
+  std::vector<std::vector<float>> init;
+  for (const auto& s : kModel) {
+    std::size_t n = 1;
+    for (auto d : s.dims) n *= static_cast<std::size_t>(d);
+    init.push_back(testing::random_floats(rng, n, -0.5f, 0.5f));
+  }
+  auto dev_a = device::open_device(cfg.device);
+  auto dev_b = device::open_device(cfg.device);
+  comm::SelfCommunicator self;
+  Engine plain(cfg, *dev_a);
+  Engine with_comm(cfg, *dev_b, self);
+  const auto ids_a = add_model(plain, init);
+  const auto ids_b = add_model(with_comm, init);
+  plain.finalize();
+  with_comm.finalize();
+  EXPECT_EQ(with_comm.world_size(), 1);
+  EXPECT_EQ(with_comm.shard().size(), with_comm.layout().total_elems());
+  EXPECT_EQ(with_comm.plan().total(offload::Place::kPinnedHost),
+            plain.plan().total(offload::Place::kPinnedHost));
+  testing::GradFeeder feed_a(plain, ids_a), feed_b(with_comm, ids_b);
+  for (int step = 0; step < 4 * cfg.grad_accum_steps; ++step) {
+    std::vector<std::vector<float>> grads;
+    for (ParamId p : ids_a) {
+      grads.push_back(testing::random_floats(rng, plain.layout().slot(p).numel, -2.f, 2.f));
+    }
+    const StepReport ra = feed_a.micro_step(grads);
+    const StepReport rb = feed_b.micro_step(grads);
+    ASSERT_EQ(ra.applied, rb.applied);
+    ASSERT_EQ(ra.grad_norm, rb.grad_norm);
+    ASSERT_EQ(ra.clip_factor, rb.clip_factor);
+  }
+  for (std::size_t k = 0; k < ids_a.size(); ++k) {
+    EXPECT_EQ(plain.master(ids_a[k]), with_comm.master(ids_b[k])) << kModel[k].name;
+    EXPECT_EQ(plain.working(ids_a[k]), with_comm.working(ids_b[k])) << kModel[k].name;
+    EXPECT_EQ(plain.moment(ids_a[k], 1), with_comm.moment(ids_b[k], 1)) << kModel[k].name;
+  }
+  // A single rank keeps the single-file checkpoint: dir/zoro.ckpt, no manifest.
+  const std::string dir = scratch_dir("selfcomm");
+  with_comm.save_checkpoint(dir);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/" + kCheckpointFile));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/" + kManifestFile));
+  plain.load_checkpoint(dir);  // the same format
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, SelfCommEngine, ::testing::Bool(),
+                         [](const auto& p) { return p.param ? "dpu" : "sync"; });
+
+TEST(PartitionedCheckpoint, OneRankRefusesACheckpointOfManyRanks) {
+  const std::string dir = scratch_dir("manifest");
+  std::filesystem::create_directories(dir);
+  Config cfg = small_config();
+  auto dev = device::open_device(cfg.device);
+  Engine e(cfg, *dev);
+  std::vector<std::vector<float>> init;
+  for (const auto& s : kModel) {
+    std::size_t n = 1;
+    for (auto d : s.dims) n *= static_cast<std::size_t>(d);
+    init.emplace_back(n, 0.25f);
+  }
+  add_model(e, init);
+  e.finalize();
+  write_manifest(dir, {3, e.layout().fingerprint(), cfg.fingerprint(), 7});
+  const auto m = read_manifest(dir);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->world_size, 3);
+  EXPECT_EQ(m->steps_done, 7);
+  EXPECT_EQ(m->layout_fingerprint, e.layout().fingerprint());
+  try {
+    e.load_checkpoint(dir);
+    ADD_FAILURE() << "a checkpoint of 3 ranks was loaded by one";
+  } catch (const InvalidArgument& err) {
+    EXPECT_NE(std::string(err.what()).find("saved by 3 rank(s) but this run has 1"),
+              std::string::npos)
+        << err.what();
+    EXPECT_NE(std::string(err.what()).find("resharding is not supported yet"), std::string::npos);
+  }
+  // A damaged manifest is refused by its checksum, naming the file.
+  {
+    std::fstream f(dir + "/" + kManifestFile, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('9');
+  }
+  EXPECT_THROW(
+      {
+        try {
+          (void)read_manifest(dir);
+        } catch (const IoError& err) {
+          EXPECT_NE(std::string(err.what()).find(kManifestFile), std::string::npos);
+          throw;
+        }
+      },
+      IoError);
+  EXPECT_FALSE(read_manifest(dir + "/absent").has_value());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace zoro
