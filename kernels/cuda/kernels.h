@@ -142,4 +142,19 @@ void adamw_step(float* master, float* m, float* v, const Elem* grad, bf16* worki
                 std::size_t n, const AdamWConfig& config, std::int64_t step, float grad_scale,
                 cudaStream_t stream);
 
+// ---- around the layer kernels (model_ops.cu) -----------------------------------------
+// acc (fp32, n) = grad (first) or acc += grad (round to nearest, as the host fold of
+// offload/grad_fold.h); *non_finite (device int) is set to 1 when any grad value is Inf or
+// NaN and never cleared here. For gradient accumulation without offload.
+void grad_accumulate(float* acc, const float* grad, std::size_t n, bool first, int* non_finite,
+                     cudaStream_t stream);
+// *out (device double) = sum of x[i]^2 in double, written (not added). Block partials meet in
+// double atomics: the last bits may vary run to run (the host engine's norm is the
+// deterministic one). For global-norm clipping without offload.
+void sum_squares(double* out, const float* x, std::size_t n, cudaStream_t stream);
+// out[r] (device int32) = argmax over v of logits[r, v], the lowest index among equal maxima;
+// for accuracy metrics. Elem = float or bf16.
+template <class Elem>
+void argmax_rows(std::int32_t* out, const Elem* logits, int rows, int V, cudaStream_t stream);
+
 }  // namespace zoro::kernels::cuda
