@@ -23,10 +23,19 @@ bool SyntheticTask::held_out(std::uint64_t a, std::uint64_t b) {
   return detail::mix({0x5EEDull, a, b}) % 16 == 0;
 }
 
-std::string SyntheticTask::problem_line(std::uint64_t a, std::uint64_t b) {
-  std::string sum = std::to_string(a + b);
+namespace {
+std::string padded(std::uint64_t v, int width) {
+  std::string s = std::to_string(v);
+  if (static_cast<int>(s.size()) < width)
+    s.insert(0, static_cast<std::size_t>(width) - s.size(), '0');
+  return s;
+}
+}  // namespace
+
+std::string SyntheticTask::problem_line(std::uint64_t a, std::uint64_t b, int width) {
+  std::string sum = padded(a + b, width > 0 ? width + 1 : 0);
   std::reverse(sum.begin(), sum.end());
-  return std::to_string(a) + "+" + std::to_string(b) + "=" + sum + "\n";
+  return padded(a, width) + "+" + padded(b, width) + "=" + sum + "\n";
 }
 
 std::pair<std::uint64_t, std::uint64_t> SyntheticTask::draw(Split split, std::uint64_t h,
@@ -65,7 +74,8 @@ void SyntheticTask::make_batch(Split split, const BatchKey& key, int batch, int 
     window.clear();
     for (std::uint64_t i = 0; window.size() < T + 1; ++i) {
       const auto [a, b] = draw(split, h, i);
-      for (const char c : problem_line(a, b)) window.push_back(static_cast<unsigned char>(c));
+      for (const char c : problem_line(a, b, width()))
+        window.push_back(static_cast<unsigned char>(c));
     }
     std::copy(window.begin(), window.begin() + seq_len,
               inputs.begin() + static_cast<std::ptrdiff_t>(r * T));
@@ -128,12 +138,13 @@ std::vector<std::string> SyntheticTask::sample_prompts(int count, std::uint64_t 
   const std::uint64_t h = detail::mix({seed, 0x50524F4D5054ull});
   for (int i = 0; i < count; ++i) {
     const auto [a, b] = draw(Split::kValidation, h, static_cast<std::uint64_t>(i));
-    prompts.push_back(std::to_string(a) + "+" + std::to_string(b) + "=");
+    const std::string line = problem_line(a, b, width());
+    prompts.push_back(line.substr(0, line.find('=') + 1));
   }
   return prompts;
 }
 
-std::optional<std::string> SyntheticTask::expected_completion(std::string_view prompt) {
+std::optional<std::string> SyntheticTask::expected_completion(std::string_view prompt, int width) {
   const std::size_t plus = prompt.find('+');
   if (plus == std::string_view::npos || prompt.empty() || prompt.back() != '=') return {};
   const std::string_view a = prompt.substr(0, plus);
@@ -143,7 +154,12 @@ std::optional<std::string> SyntheticTask::expected_completion(std::string_view p
            std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
   if (!digits(a) || !digits(b)) return {};
-  const std::string line = problem_line(std::stoull(std::string(a)), std::stoull(std::string(b)));
+  if (width > 0 && (a.size() != static_cast<std::size_t>(width) ||
+                    b.size() != static_cast<std::size_t>(width))) {
+    return {};
+  }
+  const std::string line =
+      problem_line(std::stoull(std::string(a)), std::stoull(std::string(b)), width);
   return line.substr(line.find('=') + 1);
 }
 

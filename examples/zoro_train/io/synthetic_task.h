@@ -31,6 +31,11 @@ namespace zoro::train {
 
 struct SyntheticTaskOptions {
   int max_digits = 2;  // operands below 10^max_digits; 1..9
+  // Note [Fixed width]: operands zero-padded to max_digits digits and answers to max_digits + 1
+  // ("07+85=290\n"), so every line has the same length and each character's role is given by
+  // its position in the line: a small model learns the carries instead of first having to
+  // find where the operands' digits are. false: unpadded ("7+85=29\n").
+  bool fixed_width = true;
 };
 
 // Counts of one or more scored batches; add them up across eval batches with +=.
@@ -67,11 +72,15 @@ class SyntheticTask final : public BatchSource {
 
   // `count` prompts "a+b=" of held-out (validation) problems, for the final sample.
   std::vector<std::string> sample_prompts(int count, std::uint64_t seed) const;
-  // The text a perfect model writes after `prompt` ("47+85=" -> "231\n"); nullopt when the
-  // prompt is not "<digits>+<digits>=".
-  static std::optional<std::string> expected_completion(std::string_view prompt);
-  // One problem's line, "47+85=231\n".
-  static std::string problem_line(std::uint64_t a, std::uint64_t b);
+  // The width lines are padded to (Note [Fixed width]): max_digits, or 0 for unpadded lines.
+  int width() const { return options_.fixed_width ? options_.max_digits : 0; }
+  // The text a perfect model writes after `prompt` ("47+85=" -> "231\n"; with width 3,
+  // "047+085=" -> "2310\n"); nullopt when the prompt is not "<digits>+<digits>=" (with
+  // width > 0: exactly width digits each).
+  static std::optional<std::string> expected_completion(std::string_view prompt, int width = 0);
+  // One problem's line, "47+85=231\n"; with width > 0 operands padded to width digits and the
+  // reversed answer to width + 1 ("07+85=290\n" for width 2).
+  static std::string problem_line(std::uint64_t a, std::uint64_t b, int width = 0);
   // Whether (a, b) belongs to the validation split.
   static bool held_out(std::uint64_t a, std::uint64_t b);
 

@@ -37,41 +37,42 @@ std::string window_text(const Batch& b, int r, int T) {
 TEST(SyntheticTask, RowsAreWellFormedReversedSums) {
   ZORO_TRACE_SEED();
   auto rng = zoro::testing::make_rng(20);
-  for (const int digits : {1, 2, 3}) {
-    const SyntheticTask task({.max_digits = digits});
-    for (const Split split : {Split::kTrain, Split::kValidation}) {
-      const int B = 8, T = 40;
-      const Batch b = make(task, split, {.seed = rng(), .step = 5}, B, T);
-      for (std::size_t i = 0; i + 1 < b.inputs.size(); ++i) {
-        if ((i + 1) % T != 0) {
-          EXPECT_EQ(b.targets[i], b.inputs[i + 1]);
+  for (const int digits : {1, 2, 3})
+    for (const bool fixed : {true, false}) {
+      const SyntheticTask task({.max_digits = digits, .fixed_width = fixed});
+      for (const Split split : {Split::kTrain, Split::kValidation}) {
+        const int B = 8, T = 40;
+        const Batch b = make(task, split, {.seed = rng(), .step = 5}, B, T);
+        for (std::size_t i = 0; i + 1 < b.inputs.size(); ++i) {
+          if ((i + 1) % T != 0) {
+            EXPECT_EQ(b.targets[i], b.inputs[i + 1]);
+          }
         }
-      }
-      for (int r = 0; r < B; ++r) {
-        const std::string w = window_text(b, r, T);
-        std::size_t pos = 0;
-        int lines = 0;
-        for (std::size_t nl; (nl = w.find('\n', pos)) != std::string::npos; pos = nl + 1) {
-          const std::string line = w.substr(pos, nl - pos);
-          const auto plus = line.find('+');
-          const auto eq = line.find('=');
-          ASSERT_TRUE(plus != std::string::npos && eq != std::string::npos && plus < eq) << line;
-          const auto a = std::stoull(line.substr(0, plus));
-          const auto c = std::stoull(line.substr(plus + 1, eq - plus - 1));
-          std::string sum = line.substr(eq + 1);
-          std::reverse(sum.begin(), sum.end());
-          EXPECT_EQ(std::stoull(sum), a + c) << line;
-          const auto limit = static_cast<std::uint64_t>(std::pow(10, digits));
-          EXPECT_LT(a, limit);
-          EXPECT_LT(c, limit);
-          EXPECT_EQ(SyntheticTask::held_out(a, c), split == Split::kValidation) << line;
-          EXPECT_EQ(SyntheticTask::problem_line(a, c), line + "\n");
-          ++lines;
+        for (int r = 0; r < B; ++r) {
+          const std::string w = window_text(b, r, T);
+          std::size_t pos = 0;
+          int lines = 0;
+          for (std::size_t nl; (nl = w.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+            const std::string line = w.substr(pos, nl - pos);
+            const auto plus = line.find('+');
+            const auto eq = line.find('=');
+            ASSERT_TRUE(plus != std::string::npos && eq != std::string::npos && plus < eq) << line;
+            const auto a = std::stoull(line.substr(0, plus));
+            const auto c = std::stoull(line.substr(plus + 1, eq - plus - 1));
+            std::string sum = line.substr(eq + 1);
+            std::reverse(sum.begin(), sum.end());
+            EXPECT_EQ(std::stoull(sum), a + c) << line;
+            const auto limit = static_cast<std::uint64_t>(std::pow(10, digits));
+            EXPECT_LT(a, limit);
+            EXPECT_LT(c, limit);
+            EXPECT_EQ(SyntheticTask::held_out(a, c), split == Split::kValidation) << line;
+            EXPECT_EQ(SyntheticTask::problem_line(a, c, task.width()), line + "\n");
+            ++lines;
+          }
+          EXPECT_GE(lines, 1);
         }
-        EXPECT_GE(lines, 1);
       }
     }
-  }
 }
 
 TEST(SyntheticTask, SamplingIsAPureFunctionOfTheKey) {
@@ -162,10 +163,15 @@ TEST(SyntheticTask, PromptsAreHeldOutProblems) {
     const auto a = std::stoull(p.substr(0, plus));
     const auto c = std::stoull(p.substr(plus + 1, p.size() - plus - 2));
     EXPECT_TRUE(SyntheticTask::held_out(a, c)) << p;
-    const auto completion = SyntheticTask::expected_completion(p);
+    const auto completion = SyntheticTask::expected_completion(p, task.width());
     ASSERT_TRUE(completion.has_value());
-    EXPECT_EQ(p + *completion, SyntheticTask::problem_line(a, c));
+    EXPECT_EQ(p + *completion, SyntheticTask::problem_line(a, c, task.width()));
   }
+  // Note [Fixed width]: every line of the default task has the same length.
+  EXPECT_EQ(task.width(), 2);
+  EXPECT_EQ(SyntheticTask::problem_line(7, 85, 2), "07+85=290\n");
+  EXPECT_EQ(SyntheticTask::expected_completion("07+85=", 2), "290\n");
+  EXPECT_FALSE(SyntheticTask::expected_completion("7+85=", 2).has_value());
   EXPECT_EQ(SyntheticTask::expected_completion("47+85="), "231\n");
   EXPECT_EQ(SyntheticTask::expected_completion("0+0="), "0\n");
   for (const char* bad : {"47+85", "+85=", "47+=", "4a+1=", "", "=", "1+2+3="}) {
