@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a fresh Debian machine: install what is missing, build zoro (Release), and
-# run it. Until zoro-train lands, the main job is the PCIe / copy-bandwidth benchmark on the
-# GPU when one is usable, else on the host backend (where it reports memcpy figures).
+# run zoro-train on its embedded default (on the GPU when one is usable, else on the host
+# backend). Arguments go to zoro-train (e.g. --steps 200, or --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -11,4 +11,4 @@ if [ ! -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null; then
 fi
 cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release "${cuda_args[@]}"
 cmake --build build-release -j "$(nproc)"
-exec build-release/bench/pcie/zoro-bench-pcie --device auto --max 256MiB "$@"
+exec build-release/examples/zoro_train/zoro-train "$@"
