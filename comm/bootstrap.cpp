@@ -71,7 +71,8 @@ std::unique_ptr<Communicator> from_mpi([[maybe_unused]] device::Device& device) 
   const int rank = mpi->rank(), size = mpi->size(), local = mpi->local_rank();
   return std::make_unique<NcclCommunicator>(
       device, rank, size, local, id,
-      [mpi](std::uint64_t fp, std::string_view what) { mpi->verify_agreement(fp, what); });
+      [mpi](std::uint64_t fp, std::string_view what) { mpi->verify_agreement(fp, what); },
+      [mpi](int code) { mpi->abort(code); });
 #else
   if (mpi->size() == 1) return std::make_unique<SelfCommunicator>();
   ZORO_THROW(Unsupported,

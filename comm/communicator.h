@@ -106,6 +106,17 @@ class Communicator {
   // and throws InvalidArgument naming `what`, the ranks that disagree with rank 0, and both
   // values otherwise. Every rank must call it; every rank throws when any disagrees.
   virtual void verify_agreement(std::uint64_t fingerprint, std::string_view what) = 0;
+
+  // Ends the run on every rank, for a rank that has failed and cannot keep its place in the
+  // collective sequence (the others would wait for it forever): MPI aborts the job
+  // (MPI_Abort(comm, code), which ends every rank's process with `code`; this call does not
+  // return); NCCL aborts its communicator (ncclCommAbort: collectives in flight on any stream
+  // fail instead of hanging) and then the MPI job when MPI launched the run; a world of one
+  // (SelfCommunicator) has no one waiting, so it does nothing and returns, and the caller exits
+  // as it would have anyway. The caller prints its error first (nothing is printed here but
+  // what MPI prints). Any thread; never throws. Not for a clean shutdown: ranks that finished
+  // normally just destroy their communicators.
+  virtual void abort(int code) noexcept = 0;
 };
 
 // The communicator of a run with a single rank, on any backend: reductions and gathers
@@ -127,6 +138,7 @@ class SelfCommunicator final : public Communicator {
                  device::Stream& stream) override;
   void barrier(device::Stream& stream) override;
   void verify_agreement(std::uint64_t fingerprint, std::string_view what) override;
+  void abort(int /*code*/) noexcept override {}
 };
 
 namespace detail {

@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <cmath>
+#include <limits>
 
 #include "runtime/engine_impl.h"
 
@@ -31,11 +32,13 @@ Engine::Engine(Config config, device::Device& device, comm::Communicator& comm)
 }
 
 Engine::~Engine() {
+  if (!impl_->finalized) return;
   try {
-    if (impl_->finalized) impl_->drain();
+    impl_->drain();
   } catch (const std::exception& e) {
     ZORO_LOG(kError) << "engine shutdown: " << e.what();
   }
+  impl_->quiesce();
 }
 
 ParamId Engine::add_parameter(std::string name, std::vector<std::int64_t> shape,
@@ -170,6 +173,7 @@ void Engine::finalize() {
   m.executor = std::make_unique<optim::CpuExecutor>(
       optim::CpuExecutor::Options{m.cfg.cpu_threads, m.dev->info().numa_node});
   m.scaler = std::make_unique<LossScaler>(m.cfg.loss_scale, m.cfg.uses_loss_scaling());
+  m.told_scale = m.step_scale = m.scaler->scale();
 
   m.h2d->copy_async(m.working.as<std::byte>() + m.shard.begin * m.wbytes(), m.upload_source(),
                     n * m.wbytes());
@@ -213,8 +217,7 @@ void* Engine::param_data(ParamId p) {
 
 double Engine::loss_scale() const {
   if (!impl_->scaler) return impl_->cfg.uses_loss_scaling() ? impl_->cfg.loss_scale.init : 1.0;
-  std::lock_guard lock(impl_->scaler_mutex);
-  return impl_->scaler->scale();
+  return impl_->told_scale;  // trainer thread only (Note [Step loss scale])
 }
 
 std::int64_t Engine::step() const { return impl_->steps_done; }
@@ -236,6 +239,7 @@ void Engine::begin_step() {
   ZORO_CHECK(!m.in_micro_step, "begin_step() called twice without end_step()");
   m.in_micro_step = true;
   ++m.micro_step;
+  if (m.micro_step == 1) m.step_scale = m.told_scale;  // Note [Step loss scale]
   ++m.micro_serial;
   m.bytes_d2h_micro = 0;
 }
@@ -286,6 +290,10 @@ void Engine::grads_ready(std::span<const ParamId> params) {
 }
 
 StepReport Engine::end_step() {
+  return impl_->guard_backend([&] { return end_step_impl(); });
+}
+
+StepReport Engine::end_step_impl() {
   Impl& m = *impl_;
   const auto t0 = Clock::now();
   ZORO_CHECK(m.in_micro_step, "end_step() without begin_step()");
@@ -325,6 +333,7 @@ StepReport Engine::end_step() {
     m.fold->synchronize();  // rethrows a fold error here, on the trainer's thread
     if (m.partitioned()) m.comm_stream->synchronize();  // and a collective's error
     out = m.run_update(job);
+    m.refresh_told_scale();  // the next step's (Note [Step loss scale])
     job.record->update_ms = out.update_ms;
     m.compute->wait(*m.h2d_done);  // the next forward sees the new weights
     if (m.partitioned() && out.applied) m.gather_working(job.record->done);
@@ -334,6 +343,9 @@ StepReport Engine::end_step() {
     // during this backward, then launch this step's update in the background.
     if (m.running) m.last_outcome = m.collect_running();
     r.bytes_h2d += m.finish_uploads();
+    // The next step's scale: that of the updates collected so far, read before this step's
+    // update may change it (Note [Step loss scale]).
+    m.refresh_told_scale();
     if (m.partitioned()) m.exchange_norms(job);  // issued here: the updater issues none
     m.arm_uploads(false, job.record);
     m.running.emplace(std::async(std::launch::async, [&m, job] { return m.run_update(job); }));
@@ -357,14 +369,66 @@ StepReport Engine::end_step() {
 void Engine::flush() {
   impl_->require_finalized("flush()");
   ZORO_CHECK(!impl_->in_micro_step, "flush() inside a micro-step");
-  impl_->drain();
+  impl_->guard_backend([&] { impl_->drain(); });
+}
+
+std::vector<double> Engine::all_reduce_scalars(std::span<const double> values, comm::ReduceOp op) {
+  Impl& m = *impl_;
+  m.require_finalized("all_reduce_scalars()");
+  ZORO_CHECK(!m.in_micro_step,
+             "all_reduce_scalars() inside a micro-step: call it between end_step() and the "
+             "next begin_step()");
+  ZORO_CHECK(op == comm::ReduceOp::kSum || op == comm::ReduceOp::kMax,
+             "all_reduce_scalars(): unknown ReduceOp " << static_cast<int>(op));
+  std::vector<double> out(values.begin(), values.end());
+  if (!m.partitioned() || values.empty()) return out;  // every rank passes as many values
+  return m.guard_backend([&] {
+    // The norm exchange's way (Note [Partitioned step]): every rank's doubles gathered as raw
+    // 16-bit words, so they arrive unchanged, then reduced here in rank order in double, so
+    // every rank computes the same bits. On the comm stream, behind the engine's earlier
+    // collectives; the staging is reused by the next call, after this one's synchronize.
+    const std::size_t n = values.size();
+    const std::size_t bytes = n * sizeof(double);
+    const auto world = static_cast<std::size_t>(m.world);
+    if (m.scalars_dev.bytes() < world * bytes) {
+      m.scalars_dev = m.dev->allocate(device::MemoryKind::kDevice, world * bytes);
+      m.scalars_host = m.dev->allocate(device::MemoryKind::kPinnedHost, (1 + world) * bytes);
+    }
+    auto* send = m.scalars_host.as<double>();
+    const double* recv = send + n;
+    std::memcpy(send, values.data(), bytes);
+    std::byte* mine = m.scalars_dev.as<std::byte>() + static_cast<std::size_t>(m.rank) * bytes;
+    m.comm_stream->copy_async(mine, send, bytes);
+    const std::vector<std::size_t> counts(world, bytes / 2);
+    m.comm->all_gather(mine, m.scalars_dev.data(), counts, DType::kBF16, *m.comm_stream);
+    m.comm_stream->copy_async(m.scalars_host.as<double>() + n, m.scalars_dev.data(), world * bytes);
+    m.comm_stream->synchronize();
+    for (std::size_t i = 0; i < n; ++i) {
+      double acc = recv[i];  // rank 0's
+      for (std::size_t r = 1; r < world; ++r) {
+        const double v = recv[r * n + i];
+        if (op == comm::ReduceOp::kSum) {
+          acc += v;
+        } else if (std::isnan(acc) || std::isnan(v)) {
+          acc = std::numeric_limits<double>::quiet_NaN();
+        } else {
+          acc = std::max(acc, v);
+        }
+      }
+      out[i] = acc;
+    }
+    return out;
+  });
 }
 
 // ---- inspection -------------------------------------------------------------------------
 
 std::vector<float> Engine::master(ParamId p) {
   flush();
-  if (impl_->partitioned()) return impl_->gather_param(p, impl_->master.data(), DType::kF32);
+  if (impl_->partitioned()) {
+    return impl_->guard_backend(
+        [&] { return impl_->gather_param(p, impl_->master.data(), DType::kF32); });
+  }
   const auto& s = impl_->layout.slot(p);
   const float* m = impl_->master.as<float>() + s.offset;
   return std::vector<float>(m, m + s.numel);
@@ -384,7 +448,10 @@ std::vector<float> Engine::moment(ParamId p, int which) {
   ZORO_CHECK(which == 0 || which == 1, "moment(" << which << "): which must be 0 or 1");
   const auto& buf = which == 0 ? impl_->state0 : impl_->state1;
   if (!buf) return {};
-  if (impl_->partitioned()) return impl_->gather_param(p, buf.data(), impl_->cfg.moments);
+  if (impl_->partitioned()) {
+    return impl_->guard_backend(
+        [&] { return impl_->gather_param(p, buf.data(), impl_->cfg.moments); });
+  }
   const auto& s = impl_->layout.slot(p);
   const std::size_t sb = size_of(impl_->cfg.moments);
   return widen(impl_->cfg.moments, buf.as<std::byte>() + s.offset * sb, s.numel);
@@ -392,6 +459,10 @@ std::vector<float> Engine::moment(ParamId p, int which) {
 
 void Engine::set_after_chunk_upload_hook(std::function<void(std::size_t)> hook) {
   impl_->after_chunk_upload_hook = std::move(hook);
+}
+
+void Engine::set_update_start_hook(std::function<void(std::int64_t)> hook) {
+  impl_->update_start_hook = std::move(hook);
 }
 
 // ---- timeline ---------------------------------------------------------------------------

@@ -88,9 +88,10 @@
 //     (GPU-side) for the gather before the next forward. A skipped step gathers nothing (every
 //     rank skips). With DPU the gather follows the delayed uploads at the end of step n+1,
 //     issued by the trainer's thread too (the updater thread issues no collective).
-//   - Collective calls: finalize, end_step's boundary, save/load_checkpoint, and, with
-//     N > 1, master() and moment() (they gather a parameter from its owners), and flush()
-//     with DPU (it may upload and gather). Every rank makes them in the same order.
+//   - Collective calls: finalize, end_step's boundary, save/load_checkpoint,
+//     all_reduce_scalars, and, with N > 1, master() and moment() (they gather a parameter from
+//     its owners), and flush() with DPU (it may upload and gather). Every rank makes them in
+//     the same order.
 #pragma once
 
 #include <cstddef>
@@ -112,7 +113,8 @@ namespace zoro {
 
 namespace comm {
 class Communicator;
-}
+enum class ReduceOp : std::uint8_t;  // comm/communicator.h
+}  // namespace comm
 
 using offload::ParamId;
 
@@ -161,6 +163,17 @@ class Engine {
   // One rank of a data-parallel run over `comm` (Note [Partitioned step]); comm and device
   // outlive the engine. A communicator of one rank behaves exactly as the constructor above.
   Engine(Config config, device::Device& device, comm::Communicator& comm);
+  // Finishes the engine's work (as flush()) and frees it; never throws (errors are logged).
+  // Note [Failing rank]: with N > 1 ranks, when destroyed during stack unwinding
+  // (std::uncaught_exceptions() > 0) or after a call threw BackendError, it issues no new
+  // collective: a pending DPU upload and its all-gather are dropped (logged). The other ranks
+  // are then at another point of the collective sequence, so a new collective would be
+  // matched against the wrong one of theirs, or never, and keep this rank from reaching its
+  // error handler, which should print the error and call Communicator::abort() to end every
+  // rank. It still waits for the work its streams already hold (their buffers die with it):
+  // collectives every rank issued before the failure complete, since the others issued them
+  // too; a rank that issued a collective its peers never reach (it was not the first to
+  // fail) can block there, which abort() from the first failing rank ends.
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -213,7 +226,13 @@ class Engine {
     grads_ready(std::span<const ParamId>(params.begin(), params.size()));
   }
   StepReport end_step();
-  // The scale to multiply the loss by (1 without loss scaling).
+  // The scale to multiply the loss by (1 without loss scaling) in the current step, or the
+  // next one between steps. Note [Step loss scale]: it changes only at an optimizer step's
+  // end_step(), on the trainer's thread (and at load_checkpoint / save_checkpoint / flush()
+  // between steps), never under the trainer's feet: with DPU it is the scale after the updates
+  // collected so far (update n-1 at step n's end), since update n is still running. Each step's
+  // gradient is unscaled by the scale in force at its first micro-step's begin_step(), the one
+  // this returned, whatever a running update does to the scale meanwhile.
   double loss_scale() const;
   // The learning rate of the optimizer steps launched from now on (a schedule calls it before
   // each end_step); config().lr until then. An update already running (DPU) keeps its own.
@@ -226,6 +245,19 @@ class Engine {
   // Waits until every update is applied and uploaded (DPU included); the working weights on
   // the device then equal the master weights rounded to config.dtype.
   void flush();
+
+  // ---- agreement among ranks (between steps) ----
+  // Reduces `values` over the ranks with `op` and returns the result, bit-identical on every
+  // rank (for logged losses averaged over ranks, and stop decisions every rank must take
+  // alike: the elapsed time's maximum, a non-finite loss anywhere). Collective: every rank
+  // calls it at the same point of its sequence of collective calls (Note [Partitioned step]),
+  // with as many values. Every rank's values are all-gathered as raw bytes on the engine's comm
+  // stream, so the call is ordered with the engine's own collectives, and each rank reduces
+  // them in rank order in double: kSum adds rank 0's, then rank 1's, ...; kMax keeps the
+  // largest, and NaN when any rank has a NaN. Blocks until the result is there. One rank:
+  // returns `values` as they are, with no collective. Only after finalize() and outside a
+  // micro-step (InvalidArgument otherwise); BackendError for a failed collective.
+  std::vector<double> all_reduce_scalars(std::span<const double> values, comm::ReduceOp op);
 
   // ---- inspection (tests, export) ----
   // p's fp32 master weights (after flush(), the latest update).
@@ -252,6 +284,10 @@ class Engine {
   // enqueued and before chunk k+1 is computed. For tests that prove the overlap of the copy of
   // chunk k with the update of chunk k+1 by ordering; never set in production.
   void set_after_chunk_upload_hook(std::function<void(std::size_t chunk)> hook);
+  // Called on the thread running an update (the updater thread with DPU) before it starts the
+  // update of optimizer step `step` (1-based). For tests that hold a DPU update back while the
+  // trainer goes on; never set in production.
+  void set_update_start_hook(std::function<void(std::int64_t step)> hook);
 
   // ---- timeline ----
   // The trace of stream tasks and host workers (enabled by config.trace); may be null.
@@ -259,6 +295,12 @@ class Engine {
   void write_trace(const std::string& path);
 
  private:
+  // The bodies of the public calls of the same names, which mark the engine failed when one
+  // throws BackendError (Note [Failing rank]).
+  StepReport end_step_impl();
+  void save_checkpoint_impl(const std::string& dir);
+  void load_checkpoint_impl(const std::string& dir);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

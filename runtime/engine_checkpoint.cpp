@@ -46,6 +46,10 @@ void on_every_rank(comm::Communicator& comm, const std::string& what,
 }  // namespace
 
 void Engine::save_checkpoint(const std::string& dir) {
+  impl_->guard_backend([&] { save_checkpoint_impl(dir); });
+}
+
+void Engine::save_checkpoint_impl(const std::string& dir) {
   Impl& m = *impl_;
   m.require_finalized("save_checkpoint()");
   ZORO_CHECK(!m.in_micro_step && m.micro_step == 0,
@@ -54,6 +58,9 @@ void Engine::save_checkpoint(const std::string& dir) {
   // Finish the running update but keep a pending DPU upload pending: the device keeps the
   // one-step-stale weights an uninterrupted run would compute with (Note [Checkpoint]).
   if (m.running) m.last_outcome = m.collect_running();
+  // The run that saved continues with the scale the resumed one starts with (Note [Step loss
+  // scale]).
+  m.refresh_told_scale();
   m.fold->synchronize();
   m.h2d->synchronize();
   if (m.comm_stream) m.comm_stream->synchronize();
@@ -115,6 +122,10 @@ void Engine::save_checkpoint(const std::string& dir) {
 }
 
 void Engine::load_checkpoint(const std::string& dir) {
+  impl_->guard_backend([&] { load_checkpoint_impl(dir); });
+}
+
+void Engine::load_checkpoint_impl(const std::string& dir) {
   Impl& m = *impl_;
   m.require_finalized("load_checkpoint()");
   ZORO_CHECK(!m.in_micro_step && m.micro_step == 0,
@@ -198,6 +209,7 @@ void Engine::load_checkpoint(const std::string& dir) {
   m.steps_done = st.steps_done;
   m.optimizer_t = st.optimizer_t;
   m.scaler->restore(st.loss_scale, st.good_steps);
+  m.refresh_told_scale();
   if (st.upload_pending) {
     auto record = std::make_shared<Impl::TimingRecord>();
     record->step = st.steps_done;

@@ -10,9 +10,11 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <utility>
 
 #include "comm/communicator.h"
 #include "offload/grad_fold.h"
@@ -172,6 +174,18 @@ struct Engine::Impl {
   std::int64_t optimizer_t = 0;  // applied updates (bias correction); updater-owned
   mutable std::mutex scaler_mutex;
   std::unique_ptr<LossScaler> scaler;
+  // Note [Step loss scale] (engine.h): the scale loss_scale() reports (trainer thread only;
+  // refreshed from the scaler by refresh_told_scale()), and the one the step being accumulated
+  // was scaled with (captured at its first begin_step; carried by its UpdateJob).
+  double told_scale = 1;
+  double step_scale = 1;
+
+  // Note [Failing rank] (engine.h): a call threw BackendError.
+  bool backend_failed = false;
+
+  // all_reduce_scalars: device gather buffer and pinned staging (this rank's values, then every
+  // rank's), grown to the largest call; one call at a time, each synchronized before returning.
+  device::Buffer scalars_dev, scalars_host;
 
   // H2D: the last upload's completion, and the compute-side boundary event.
   std::unique_ptr<device::Event> h2d_done, boundary;
@@ -179,6 +193,7 @@ struct Engine::Impl {
   std::optional<std::future<UpdateOutcome>> running;
   UpdateOutcome last_outcome;
   std::function<void(std::size_t)> after_chunk_upload_hook;  // tests only
+  std::function<void(std::int64_t)> update_start_hook;       // tests only
 
   // Note [Step timing]: each optimizer step gets a record of timing-event pairs around its
   // copies, the boundary event, and an event after its last weight copy. Records are read, in
@@ -484,6 +499,7 @@ struct Engine::Impl {
     std::vector<ParamId> need_norm;  // gradient from earlier micro-steps only
     bool upload_per_chunk = false;   // synchronous mode: copy each chunk up as it is done
     double lr = 0;                   // captured at launch: set_lr() never races an update
+    double loss_scale = 1;           // the gradient was scaled by it (Note [Step loss scale])
     std::shared_ptr<TimingRecord> record;
   };
 
@@ -493,6 +509,7 @@ struct Engine::Impl {
     job.serial = step_serial;
     job.upload_per_chunk = upload_per_chunk;
     job.lr = lr;
+    job.loss_scale = step_scale;
     for (const auto& slot : layout.slots()) {
       if (touched_serial[slot.id.value] != step_serial) {
         job.untouched.push_back(slot.id);
@@ -506,6 +523,7 @@ struct Engine::Impl {
   const void* upload_source() { return half_working() ? staging.data() : master.data(); }
 
   UpdateOutcome run_update(const UpdateJob& job) {
+    if (update_start_hook) update_start_hook(static_cast<std::int64_t>(job.serial));
     UpdateOutcome out;
     const auto t_wait = Clock::now();
     folds_done[job.parity]->synchronize();
@@ -538,12 +556,12 @@ struct Engine::Impl {
       non_finite_seen = non_finite[job.parity];
       non_finite[job.parity] = false;
     }
-    double scale = 1;
-    double divisor = 1;  // loss scale, times the ranks whose gradients were summed
+    // Unscaled by the scale the trainer scaled this step's loss with, not the scaler's
+    // current one: with DPU the previous update may have changed it since (Note [Step loss
+    // scale]).
+    const double divisor = partitioned() ? job.loss_scale * world : job.loss_scale;
     {
       std::lock_guard lock(scaler_mutex);
-      scale = scaler->scale();
-      divisor = partitioned() ? scale * world : scale;
       out.grad_norm = std::sqrt(total_sq) / divisor;
       out.overflow = non_finite_seen || !std::isfinite(out.grad_norm);
       out.applied = scaler->update(out.overflow);
@@ -764,17 +782,75 @@ struct Engine::Impl {
     return out;
   }
 
+  // Trainer thread: the scaler's scale becomes the one loss_scale() reports (Note [Step loss
+  // scale]); only between optimizer steps, never while one is being accumulated.
+  void refresh_told_scale() {
+    if (micro_step != 0 || !scaler) return;
+    std::lock_guard lock(scaler_mutex);
+    told_scale = scaler->scale();
+  }
+
+  // Note [Failing rank] (engine.h): with many ranks, after a BackendError or while unwinding,
+  // the engine issues no new collective.
+  bool failing_rank() const {
+    return partitioned() && (backend_failed || std::uncaught_exceptions() > 0);
+  }
+
+  // Runs f(); a BackendError it throws marks the engine failed (Note [Failing rank]).
+  template <typename F>
+  decltype(auto) guard_backend(F&& f) {
+    try {
+      return std::forward<F>(f)();
+    } catch (const BackendError&) {
+      backend_failed = true;
+      throw;
+    }
+  }
+
   void drain() {
     if (running) last_outcome = collect_running();
+    const bool failing = failing_rank();
     if (uploads_armed) {
-      boundary->record(*compute);
-      finish_uploads();
+      if (failing) {
+        // Note [Failing rank]: the upload's all-gather is a collective the other ranks will
+        // not match here; the weights are going away with the engine anyway.
+        ZORO_LOG(kWarn) << "rank " << rank << " of " << world
+                        << ": dropping the pending DPU upload of step " << steps_done
+                        << " and its all-gather: after an error, a rank issues no new "
+                           "collective (Note [Failing rank] in engine.h)";
+        std::lock_guard lock(upload_mutex);
+        uploads_armed = false;
+        armed_record.reset();
+      } else {
+        boundary->record(*compute);
+        finish_uploads();
+      }
     }
     fold->synchronize();
     d2h->synchronize();
     h2d->synchronize();
     if (comm_stream) comm_stream->synchronize();
     compute->synchronize();
+    if (!failing) refresh_told_scale();
+  }
+
+  // The destructor, after drain() (which may have thrown part-way): the updater and every
+  // stream are finished, errors dropped, before the buffers they use are freed.
+  void quiesce() noexcept {
+    if (running) {
+      try {
+        running->get();
+      } catch (...) {  // reported by drain() already, or lost with the engine
+      }
+      running.reset();
+    }
+    for (auto* s : {fold.get(), d2h.get(), h2d.get(), comm_stream.get(), compute.get()}) {
+      if (s == nullptr) continue;
+      try {
+        s->synchronize();
+      } catch (...) {  // as above
+      }
+    }
   }
 
   // ---- many ranks (Note [Partitioned step]) ----

@@ -99,6 +99,12 @@ MpiCommunicator::~MpiCommunicator() {
   }
 }
 
+void MpiCommunicator::abort(int code) noexcept {
+  // The data communicator: it is never freed before this object dies (the control one would
+  // do as well; either way the whole job ends).
+  MPI_Abort(data_comm_ != MPI_COMM_NULL ? data_comm_ : MPI_COMM_WORLD, code);
+}
+
 void MpiCommunicator::reduce_scatter(const void* send, void* recv,
                                      std::span<const std::size_t> counts, DType dtype,
                                      device::Stream& stream) {

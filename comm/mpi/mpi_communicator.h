@@ -56,6 +56,9 @@ class MpiCommunicator final : public Communicator {
                  device::Stream& stream) override;
   void barrier(device::Stream& stream) override;
   void verify_agreement(std::uint64_t fingerprint, std::string_view what) override;
+  // MPI_Abort on the data communicator: ends every process of the job (Open MPI and MPICH
+  // abort all of MPI_COMM_WORLD whatever the communicator).
+  void abort(int code) noexcept override;
 
   // Blocking, host-side: rank 0's `bytes` copied to every rank (the NCCL unique id). Every
   // rank passes a buffer of the same size. Uses the control communicator.

@@ -49,8 +49,14 @@ std::vector<std::uint8_t> NcclCommunicator::new_unique_id() {
 }
 
 NcclCommunicator::NcclCommunicator(device::Device& device, int rank, int size, int local_rank,
-                                   std::span<const std::uint8_t> unique_id, AgreementFn agree)
-    : device_(device), rank_(rank), size_(size), local_rank_(local_rank), agree_(std::move(agree)) {
+                                   std::span<const std::uint8_t> unique_id, AgreementFn agree,
+                                   AbortFn abort_launch)
+    : device_(device),
+      rank_(rank),
+      size_(size),
+      local_rank_(local_rank),
+      agree_(std::move(agree)),
+      abort_launch_(std::move(abort_launch)) {
   ZORO_CHECK(device.backend() == device::BackendKind::kCuda,
              "NcclCommunicator needs a CUDA device, not " << device.info().spec);
   ZORO_CHECK(size >= 1 && rank >= 0 && rank < size,
@@ -62,15 +68,39 @@ NcclCommunicator::NcclCommunicator(device::Device& device, int rank, int size, i
   ncclUniqueId id;
   std::memcpy(&id, unique_id.data(), kUniqueIdBytes);
   ZORO_CUDA_CHECK(cudaSetDevice(device.info().ordinal));
-  ZORO_NCCL_CHECK(ncclCommInitRank(&comm_, size, id, rank));
+  ncclComm* comm = nullptr;
+  ZORO_NCCL_CHECK(ncclCommInitRank(&comm, size, id, rank));
+  comm_.store(comm);
   barrier_word_ = device.allocate(device::MemoryKind::kDevice, sizeof(float));
 }
 
 NcclCommunicator::~NcclCommunicator() {
-  if (comm_ == nullptr) return;
-  const ncclResult_t status = ncclCommDestroy(comm_);
+  ncclComm* comm = comm_.load();
+  if (comm == nullptr) return;  // never made, or abort() released it
+  const ncclResult_t status = ncclCommDestroy(comm);
   if (status != ncclSuccess) {
     ZORO_LOG(kWarn) << "ncclCommDestroy failed: " << ncclGetErrorString(status);
+  }
+}
+
+void NcclCommunicator::abort(int code) noexcept {
+  // Guarded by nothing on purpose: abort() is called by a failing rank, possibly while
+  // another thread is inside an enqueue holding mutex_, and must not wait for it. A later
+  // enqueue sees no communicator and fails with a BackendError.
+  if (ncclComm* comm = comm_.exchange(nullptr); comm != nullptr) {
+    const ncclResult_t status = ncclCommAbort(comm);
+    if (status != ncclSuccess) {
+      try {
+        ZORO_LOG(kWarn) << "ncclCommAbort failed: " << ncclGetErrorString(status);
+      } catch (...) {  // noexcept: a failed log line must not end the process before MPI does
+      }
+    }
+  }
+  if (abort_launch_) {
+    try {
+      abort_launch_(code);
+    } catch (...) {  // noexcept: a launcher's abort that throws leaves only this process to end
+    }
   }
 }
 

@@ -21,6 +21,7 @@
 // (NCCL, CUDA) at the call; asynchronous NCCL failures surface at stream synchronisation.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -45,13 +46,18 @@ class NcclCommunicator final : public Communicator {
   // How verify_agreement reaches the other ranks: the bootstrap's MPI or rendezvous (NCCL
   // traffic is stream-ordered, and a host-side check must not interleave with it).
   using AgreementFn = std::function<void(std::uint64_t fingerprint, std::string_view what)>;
+  // How abort() ends the other ranks' processes after aborting NCCL: the bootstrap's MPI
+  // (MpiCommunicator::abort) when MPI launched the run; empty otherwise (a rendezvous launch:
+  // the peers' collectives fail once NCCL notices, and their processes end on their own).
+  using AbortFn = std::function<void(int code)>;
 
   // Makes the current CUDA device `device`'s ordinal and joins the NCCL communicator of
   // `size` ranks identified by `unique_id` (kUniqueIdBytes). Collective: every rank calls it
   // with the same id. `device` (a CUDA device) must outlive the communicator. `agree` may be
-  // empty for a world of one.
+  // empty for a world of one; `abort_launch` may be empty (abort()).
   NcclCommunicator(device::Device& device, int rank, int size, int local_rank,
-                   std::span<const std::uint8_t> unique_id, AgreementFn agree);
+                   std::span<const std::uint8_t> unique_id, AgreementFn agree,
+                   AbortFn abort_launch = {});
   ~NcclCommunicator() override;
 
   int rank() const noexcept override { return rank_; }
@@ -69,17 +75,22 @@ class NcclCommunicator final : public Communicator {
                  device::Stream& stream) override;
   void barrier(device::Stream& stream) override;
   void verify_agreement(std::uint64_t fingerprint, std::string_view what) override;
+  // ncclCommAbort (collectives in flight fail rather than hang; the communicator is unusable
+  // after it, and the destructor no longer destroys it), then abort_launch if there is one.
+  void abort(int code) noexcept override;
 
  private:
   // The scratch of Note [NCCL uneven shards], at least `bytes` each (caller holds mutex_).
   void ensure_scratch(std::size_t bytes);
 
   device::Device& device_;
-  ncclComm* comm_ = nullptr;
+  // Atomic: abort() may release it while another thread enqueues (which then fails cleanly).
+  std::atomic<ncclComm*> comm_{nullptr};
   int rank_ = 0;
   int size_ = 1;
   int local_rank_ = 0;
   AgreementFn agree_;
+  AbortFn abort_launch_;
   std::mutex mutex_;
   device::Buffer scratch_a_;  // padded send side
   device::Buffer scratch_b_;  // padded receive side

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -124,6 +125,17 @@ Data open_data(const TrainOptions& opt, const Console& out) {
 
 // ---- model ----------------------------------------------------------------------------------
 
+// Each rank draws one batch of each split before anything else, so a data set too small for
+// this many ranks fails at once with the source's message, not in the loader thread later.
+void check_data(const TrainOptions& opt, const Data& data, int rank, int world) {
+  const std::size_t n = static_cast<std::size_t>(opt.micro_batch) * opt.seq_len;
+  std::vector<std::int32_t> inputs(n), targets(n);
+  for (const Split split : {Split::kTrain, Split::kValidation}) {
+    data.source->make_batch(split, {opt.seed, rank, world, 0, 0}, opt.micro_batch, opt.seq_len,
+                            inputs, targets);
+  }
+}
+
 GptConfig model_config(const TrainOptions& opt, const Data& data) {
   GptConfig c = GptConfig::preset(opt.preset);
   if (opt.layers > 0) c.layers = opt.layers;
@@ -189,12 +201,41 @@ TensorInit initial_weights(const TrainOptions& opt, const GptConfig& config, con
   return values_init(std::move(values));
 }
 
+// A resumed run's JSON log: the records of the steps the checkpoint covers are kept, those a
+// killed run logged after its last checkpoint are dropped (they are about to be redone), so
+// the log reads as one uninterrupted run. Rewritten atomically.
+void trim_log(const std::string& path, std::int64_t last_step) {
+  if (!std::filesystem::exists(path)) return;
+  std::istringstream in(read_file(path));
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      continue;  // a line torn by the kill
+    }
+    const char* key = j.contains("step") ? "step" : "eval_step";
+    if (j.contains(key) && j[key].get<std::int64_t>() <= last_step) kept += line + "\n";
+  }
+  write_file_atomically(path, kept);
+}
+
 // ---- evaluation -----------------------------------------------------------------------------
 
 struct Eval {
   double loss = 0;
   std::optional<TaskScore> score;  // the embedded task's accuracy
 };
+
+// Figures every rank must agree on (logged losses, stop decisions): reduced over the ranks by
+// the engine, in order with its own collectives; unchanged on one rank.
+std::vector<double> over_ranks(ParamStore& params, int world, std::vector<double> values,
+                               comm::ReduceOp op) {
+  if (world == 1) return values;
+  return params.engine()->all_reduce_scalars(values, op);
+}
 
 Eval evaluate(const TrainOptions& opt, device::Device& dev, const Data& data, Gpt& model, int rank,
               int world) {
@@ -228,7 +269,22 @@ Eval evaluate(const TrainOptions& opt, device::Device& dev, const Data& data, Gp
     }
     loader.release(b, compute);
   }
-  e.loss = sum / opt.eval_batches;
+  // The mean over ranks, each rank having evaluated its own share of the validation split.
+  std::vector<double> totals = {sum / opt.eval_batches};
+  if (e.score) {
+    totals.insert(
+        totals.end(),
+        {static_cast<double>(e.score->answer_chars), static_cast<double>(e.score->correct_chars),
+         static_cast<double>(e.score->answers), static_cast<double>(e.score->correct_answers)});
+  }
+  totals = over_ranks(model.params(), world, totals, comm::ReduceOp::kSum);
+  e.loss = totals[0] / world;
+  if (e.score) {
+    e.score->answer_chars = static_cast<std::int64_t>(totals[1]);
+    e.score->correct_chars = static_cast<std::int64_t>(totals[2]);
+    e.score->answers = static_cast<std::int64_t>(totals[3]);
+    e.score->correct_answers = static_cast<std::int64_t>(totals[4]);
+  }
   return e;
 }
 
@@ -243,25 +299,23 @@ std::string describe(const Eval& e) {
 
 // ---- the run --------------------------------------------------------------------------------
 
-int run(const TrainOptions& opt) {
+int train(const TrainOptions& opt, const std::string& spec, device::Device& device,
+          comm::Communicator& comm) {
   const auto t_start = Clock::now();
-
-  // Launch: the device of this rank, then the communicator of all ranks.
-  const std::string spec = device_spec(opt);
-  std::unique_ptr<device::Device> dev = device::open_device(spec);
+  device::Device* dev = &device;
   const bool on_cuda = dev->info().backend == device::BackendKind::kCuda;
-  std::unique_ptr<comm::Communicator> comm = comm::make_communicator(*dev);
-  const int rank = comm->rank();
-  const int world = comm->size();
+  const int rank = comm.rank();
+  const int world = comm.size();
   const Console out{rank == 0};
   ZORO_CHECK(world == 1 || !opt.no_offload,
              "--no-offload trains on one rank only (its optimizer is not sharded); launch "
              "without mpirun, or drop --no-offload");
   out.line("zoro-train: ", dev->info().name, " (", dev->info().spec, ")",
-           world > 1 ? ", " + std::to_string(world) + " ranks over " + comm->backend_name() : "");
+           world > 1 ? ", " + std::to_string(world) + " ranks over " + comm.backend_name() : "");
 
   // Data and model.
   Data data = open_data(opt, out);
+  check_data(opt, data, rank, world);
   const GptConfig config = model_config(opt, data);
   Config cfg = engine_config(opt, spec, on_cuda);
   size_buckets(cfg, config, opt);
@@ -270,7 +324,7 @@ int run(const TrainOptions& opt) {
   if (opt.no_offload) {
     params = std::make_unique<DeviceParams>(cfg, *dev, gpt_tensors(config), init);
   } else {
-    params = std::make_unique<EngineParams>(cfg, *dev, gpt_tensors(config), init, comm.get());
+    params = std::make_unique<EngineParams>(cfg, *dev, gpt_tensors(config), init, &comm);
   }
   GptOptions go;
   go.max_batch = opt.micro_batch;
@@ -301,6 +355,7 @@ int run(const TrainOptions& opt) {
 
   std::unique_ptr<JsonLogWriter> json;
   if (rank == 0 && !opt.json_log.empty()) {
+    if (opt.resume) trim_log(opt.json_log, start);
     json = std::make_unique<JsonLogWriter>(opt.json_log, /*append=*/opt.resume);
   }
   LrSchedule schedule{opt.lr, opt.min_lr, opt.warmup_steps, opt.steps};
@@ -349,9 +404,14 @@ int run(const TrainOptions& opt) {
       batches.push_back({b.inputs, b.targets, b.batch, b.seq_len});
       data_wait_ms += b.wait_ms;
     }
-    const StepResult r = trainer.step(batches);
+    StepResult r = trainer.step(batches);
     for (const LoadedBatch& b : loaded) loader.release(b, compute);
     ++step;
+    // Every rank takes the same decisions: the loss logged is the mean over ranks, the time
+    // spent the longest any rank took (fp16's skipped overflow steps are not divergence).
+    const double hours = seconds_since(t_loop) / 3600;
+    r.loss = over_ranks(*params, world, {r.loss}, comm::ReduceOp::kSum)[0] / world;
+    const double max_hours = over_ranks(*params, world, {hours}, comm::ReduceOp::kMax)[0];
     if (!first_loss) first_loss = r.loss;
     last_loss = r.loss;
     ZORO_CHECK_T(Error, std::isfinite(r.loss) || cfg.uses_loss_scaling(),
@@ -400,13 +460,12 @@ int run(const TrainOptions& opt) {
                r.overflow ? " | overflow: step skipped" : "");
     }
 
-    const double hours = seconds_since(t_loop) / 3600;
     if (opt.eval_every > 0 && (step % opt.eval_every == 0 || step == opt.steps)) {
       const Eval e = evaluate(opt, *dev, data, model, rank, world);
       if (!first_eval) first_eval = e;
       last_eval = e;
       out.line("eval @ step ", step, ": ", describe(e));
-      evals.push_back({step, hours, e.loss});
+      evals.push_back({step, max_hours, e.loss});
       if (json) {
         nlohmann::json j = {{"eval_step", step}, {"eval_loss", e.loss}};
         if (e.score) {
@@ -420,7 +479,7 @@ int run(const TrainOptions& opt) {
       checkpoint(step);
     }
     if (step < opt.steps) {
-      if (auto why = should_stop(stop_rule, hours, evals)) {
+      if (auto why = should_stop(stop_rule, max_hours, evals)) {
         stopped_because = *why;
         break;
       }
@@ -432,14 +491,17 @@ int run(const TrainOptions& opt) {
   if (step > start || !opt.resume) checkpoint(step);
   trainer.flush();
   if (!stopped_because.empty()) out.line("stopped early at step ", step, ": ", stopped_because);
-  if (!opt.save_weights.empty() && rank == 0) {
+  if (!opt.save_weights.empty()) {
+    // Every rank: the master weights are gathered from their owners (a collective).
     std::vector<NamedTensor> tensors = to_gpt2_tensors(config, *params);
     std::vector<TensorView> views;
     for (const NamedTensor& t : tensors) {
       views.push_back({t.name, DType::kF32, t.shape, std::as_bytes(std::span(t.values))});
     }
-    write_safetensors(opt.save_weights, views, {{"format", "pt"}, {"zoro", config.to_string()}});
-    out.line("weights: ", opt.save_weights);
+    if (rank == 0) {
+      write_safetensors(opt.save_weights, views, {{"format", "pt"}, {"zoro", config.to_string()}});
+      out.line("weights: ", opt.save_weights);
+    }
   }
   if (opt.sample_tokens > 0 && rank == 0) {
     std::vector<std::string> prompts;
@@ -473,6 +535,24 @@ int run(const TrainOptions& opt) {
            first_eval && last_eval ? "; " + describe(*first_eval) + " -> " + describe(*last_eval)
                                    : std::string());
   return 0;
+}
+
+// Launch: the device of this rank, then the communicator of all ranks. An error on one rank
+// of several is printed with its rank and ends the whole job (Communicator::abort), so no
+// rank is left waiting in a collective for it.
+int run(const TrainOptions& opt) {
+  const std::string spec = device_spec(opt);
+  std::unique_ptr<device::Device> dev = device::open_device(spec);
+  std::unique_ptr<comm::Communicator> comm = comm::make_communicator(*dev);
+  try {
+    return train(opt, spec, *dev, *comm);
+  } catch (const std::exception& e) {
+    if (comm->size() == 1) throw;
+    std::cerr << "zoro-train: error on rank " << comm->rank() << " of " << comm->size() << ": "
+              << e.what() << std::endl;
+    comm->abort(1);
+    return 1;
+  }
 }
 
 }  // namespace

@@ -192,8 +192,11 @@ class Device {
   // Throws InvalidArgument when the range straddles the end of one of its allocations.
   virtual MemoryKind memory_kind_of(const void* p, std::size_t bytes = 1) const = 0;
 
-  // A blocking copy between any kinds, pageable included (like cudaMemcpy). Ordered after
-  // no stream's work: synchronize what produces src first.
+  // A blocking copy between any kinds, pageable included. Returns after the data has landed
+  // in dst, in every direction (stricter than cudaMemcpy, which may return before a copy from
+  // pageable host memory to the device, or between device buffers, is complete), so work
+  // enqueued on any stream after it sees the new bytes. Ordered after no stream's work:
+  // synchronize what produces src (and what still reads or writes dst) first.
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;
   // Blocks until every stream of this device is idle; rethrows the first stored stream error.
   virtual void synchronize() = 0;

@@ -65,6 +65,14 @@ TEST_P(SelfCommunicatorTest, CollectivesOfOneRankAreCopies) {
 INSTANTIATE_TEST_SUITE_P(AllBackends, SelfCommunicatorTest, ::zoro::testing::all_backend_specs(),
                          ::zoro::testing::backend_spec_name);
 
+// A world of one has no one waiting: abort() returns and leaves the communicator usable (the
+// caller exits on its own); MPI's and NCCL's end the job and cannot be tested in-process.
+TEST(SelfCommunicator, AbortIsANoOp) {
+  SelfCommunicator comm;
+  comm.abort(3);
+  EXPECT_NO_THROW(comm.verify_agreement(1, "after abort"));
+}
+
 TEST(ShardHelpers, OffsetsAndTotals) {
   const std::vector<std::size_t> counts = {5, 0, 7, 3};
   EXPECT_EQ(shard_offset(counts, 0), 0u);

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <limits>
 #include <thread>
 
 #include "offload/grad_fold.h"
@@ -336,6 +338,64 @@ TEST(Engine, OverflowSkipsTheStepAndHalvesTheScale) {
   for (std::size_t p = 0; p < f.ids.size(); ++p) {
     expect_bitwise_equal(engine.master(f.ids[p]), ref.weights(p), "master " + kModel[p].name);
   }
+}
+
+// fp16 with DPU (Note [Step loss scale]): update n runs while the trainer scales step n+1's
+// loss, so an overflow in step n lowers the scale after the trainer has read it. Each step's
+// gradient must still be unscaled by the scale the trainer used for it. The update of the
+// overflowing step is held back until step n+1's backward is done, so the scale changes between
+// the trainer's read and step n+1's update, every run.
+TEST(Engine, DpuUnscalesEachStepByTheScaleTheTrainerUsed) {
+  ZORO_TRACE_SEED();
+  auto rng = testing::make_rng(250);
+  Config c = base_config();
+  c.dtype = DType::kF16;
+  c.grad_dtype = DType::kF16;
+  c.loss_scale.init = 1024;
+  c.loss_scale.growth_interval = 1000;
+  c.dpu = true;
+  c.dpu_warmup_steps = 1;
+  Engine engine(c);
+  Fixture f = register_model(engine, rng);
+  engine.finalize();
+  Reference ref(c, f.init);
+  ToyTrainer trainer(engine, f.ids);
+  constexpr int kOverflowStep = 2;  // the first DPU step
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  bool release_given = false;
+  const auto give_release = [&] {
+    if (!release_given) release.set_value();
+    release_given = true;
+  };
+  engine.set_update_start_hook([released](std::int64_t step) {
+    if (step == kOverflowStep) released.wait();
+  });
+  const std::vector<double> told_expected = {1024, 1024, 1024, 512, 512};
+  for (int step = 1; step <= 5; ++step) {
+    SCOPED_TRACE(::testing::Message() << "step " << step);
+    auto g = random_grads(rng);
+    if (step == kOverflowStep) g[2][3] = std::numeric_limits<float>::infinity();
+    const double scale = engine.loss_scale();  // what this step's loss is scaled by
+    EXPECT_EQ(scale, told_expected[static_cast<std::size_t>(step - 1)]);
+    const StepReport r = trainer.micro_step(g, [&](std::size_t k) {
+      EXPECT_EQ(engine.loss_scale(), scale) << "the scale changed within the step";
+      // Step n+1's backward is done: update n may now run, and lower the scale.
+      if (step == kOverflowStep + 1 && k == 0) give_release();
+    });
+    if (step < 5) {
+      EXPECT_EQ(r.loss_scale, told_expected[static_cast<std::size_t>(step)]);  // the next step's
+    }
+    ref.step({g}, scale);
+    // DPU reports the update one step behind: step 3 reports step 2's overflow.
+    EXPECT_EQ(r.overflow, step == kOverflowStep + 1);
+  }
+  give_release();
+  engine.flush();
+  for (std::size_t p = 0; p < f.ids.size(); ++p) {
+    expect_bitwise_equal(engine.master(f.ids[p]), ref.weights(p), "master " + kModel[p].name);
+  }
+  EXPECT_EQ(engine.loss_scale(), 512);
 }
 
 // ---- DPU ------------------------------------------------------------------------------------

@@ -15,12 +15,17 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <random>
+#include <stdexcept>
+#include <string_view>
 
 #include "comm/mpi/mpi_communicator.h"
 #include "runtime/base/error.h"
@@ -319,6 +324,245 @@ TEST(PartitionedEngine, OverflowOnOneRankSkipsTheStepOnAll) {
     EXPECT_EQ(lo, hi);
   }
   expect_same_on_every_rank(working_digest(engine, ids), "working weights");
+}
+
+// ---- scalars every rank agrees on (Engine::all_reduce_scalars) ----------------------------
+
+// Rank r's values after step s: rank-dependent and not exactly representable, so a sum in
+// another order than rank order would differ in the last bits.
+std::vector<double> scalars_of(int rank, int step) {
+  return {0.1 * (rank + 1) + step / 3.0, -1.7 * rank + 1e-3 * step, std::ldexp(1.0 / 7, rank),
+          rank == 1 ? std::numeric_limits<double>::infinity() : -double(step)};
+}
+
+// The reduction in rank order, as every rank must compute it.
+std::vector<double> expected_scalars(int world, int step, comm::ReduceOp op) {
+  std::vector<double> acc = scalars_of(0, step);
+  for (int r = 1; r < world; ++r) {
+    const std::vector<double> v = scalars_of(r, step);
+    for (std::size_t i = 0; i < acc.size(); ++i) {
+      acc[i] = op == comm::ReduceOp::kSum ? acc[i] + v[i] : std::max(acc[i], v[i]);
+    }
+  }
+  return acc;
+}
+
+// FNV-1a of doubles' bits.
+std::uint64_t digest_of(const std::vector<double>& v) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (double d : v) {
+    const auto bits = std::bit_cast<std::uint64_t>(d);
+    for (int b = 0; b < 64; b += 8) {
+      h ^= (bits >> b) & 0xff;
+      h *= 0x100000001b3ull;
+    }
+  }
+  return h;
+}
+
+class PartitionedScalars : public ::testing::TestWithParam<Case> {};
+
+// Interleaved with training (between steps, and between micro-steps of an accumulating step),
+// the reductions return the rank-order result, the same bits on every rank, and the training
+// is unchanged: its collectives and the scalars' stay in one order on every rank.
+TEST_P(PartitionedScalars, AllReduceScalarsAgreesOnEveryRankBetweenSteps) {
+  ZORO_TRACE_SEED();
+  Ranks ranks;
+  const Config cfg = GetParam().cfg;
+  std::mt19937_64 rng(shared_seed() ^ 0x5ca1a4);
+  const auto init = initial_values(rng);
+  auto dev = device::open_device(cfg.device);
+  Engine engine(cfg, *dev, ranks.comm());
+  const auto ids = add_model(engine, init);
+  engine.finalize();
+  auto ref_dev = device::open_device(cfg.device);
+  Engine reference(cfg, *ref_dev);
+  const auto ref_ids = add_model(reference, init);
+  reference.finalize();
+  testing::GradFeeder feed(engine, ids), ref_feed(reference, ref_ids);
+  const auto check = [&](int tag) {
+    SCOPED_TRACE(::testing::Message() << "after micro-step " << tag << ", rank " << ranks.rank());
+    const std::vector<double> mine = scalars_of(ranks.rank(), tag);
+    for (const comm::ReduceOp op : {comm::ReduceOp::kSum, comm::ReduceOp::kMax}) {
+      const std::vector<double> got = engine.all_reduce_scalars(mine, op);
+      const std::vector<double> want = expected_scalars(ranks.size(), tag, op);
+      ASSERT_EQ(got.size(), want.size());
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(std::bit_cast<std::uint64_t>(got[i]), std::bit_cast<std::uint64_t>(want[i]))
+            << comm::to_string(op) << " [" << i << "]: " << got[i] << " vs " << want[i];
+      }
+      expect_same_on_every_rank(digest_of(got), "reduced scalars");
+    }
+  };
+  int micro_count = 0;
+  for (int step = 1; step <= 4; ++step) {
+    for (int micro = 0; micro < cfg.grad_accum_steps; ++micro) {
+      const RankGrads g = draw_grads(rng, ranks.size(), cfg.grad_dtype);
+      feed.micro_step(g[static_cast<std::size_t>(ranks.rank())]);
+      ref_feed.micro_step(mean_of(g));
+      check(++micro_count);
+    }
+  }
+  // A NaN anywhere is a NaN everywhere for kMax (a non-finite loss on one rank stops all).
+  std::vector<double> loss = {double(ranks.rank())};
+  if (ranks.rank() == ranks.size() - 1) loss[0] = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(engine.all_reduce_scalars(loss, comm::ReduceOp::kMax)[0]));
+  EXPECT_TRUE(std::isnan(engine.all_reduce_scalars(loss, comm::ReduceOp::kSum)[0]));
+  EXPECT_TRUE(engine.all_reduce_scalars({}, comm::ReduceOp::kSum).empty());
+  for (std::size_t k = 0; k < ids.size(); ++k) {
+    const std::vector<float> m = engine.master(ids[k]);
+    const std::vector<float> r = reference.master(ref_ids[k]);
+    for (std::size_t i = 0; i < m.size(); ++i) ASSERT_NEAR(m[i], r[i], 1e-6) << kModel[k].name;
+  }
+  expect_same_on_every_rank(working_digest(engine, ids), "working weights");
+}
+
+std::vector<Case> scalar_cases() {
+  std::vector<Case> out;
+  out.push_back({"sync", base_config()});
+  Config dpu = base_config();
+  dpu.dpu = true;
+  dpu.dpu_warmup_steps = 1;
+  dpu.grad_accum_steps = 2;
+  out.push_back({"dpu_accum2", dpu});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, PartitionedScalars, ::testing::ValuesIn(scalar_cases()),
+                         [](const auto& p) { return p.param.name; });
+
+// ---- a failing rank (Note [Failing rank]) -------------------------------------------------
+
+// Forwards to a real communicator until forbid(); after it, a collective is counted and not
+// issued (so an engine that wrongly issues one fails the test instead of hanging it), and
+// fail_next() makes the next collective throw BackendError at the call, as a failed enqueue.
+class WatchedComm final : public comm::Communicator {
+ public:
+  explicit WatchedComm(comm::Communicator& inner) : inner_(inner) {}
+  void forbid() { forbidden_ = true; }
+  void fail_next() { fail_next_ = true; }
+  int refused() const { return refused_; }
+
+  int rank() const noexcept override { return inner_.rank(); }
+  int size() const noexcept override { return inner_.size(); }
+  int local_rank() const noexcept override { return inner_.local_rank(); }
+  const char* backend_name() const noexcept override { return inner_.backend_name(); }
+  void reduce_scatter(const void* send, void* recv, std::span<const std::size_t> counts,
+                      DType dtype, device::Stream& stream) override {
+    if (intercept("reduce_scatter")) return;
+    inner_.reduce_scatter(send, recv, counts, dtype, stream);
+  }
+  void all_gather(const void* send, void* recv, std::span<const std::size_t> counts, DType dtype,
+                  device::Stream& stream) override {
+    if (intercept("all_gather")) return;
+    inner_.all_gather(send, recv, counts, dtype, stream);
+  }
+  void all_reduce(const void* send, void* recv, std::size_t count, DType dtype, comm::ReduceOp op,
+                  device::Stream& stream) override {
+    if (intercept("all_reduce")) return;
+    inner_.all_reduce(send, recv, count, dtype, op, stream);
+  }
+  void broadcast(void* buffer, std::size_t count, DType dtype, int root,
+                 device::Stream& stream) override {
+    if (intercept("broadcast")) return;
+    inner_.broadcast(buffer, count, dtype, root, stream);
+  }
+  void barrier(device::Stream& stream) override {
+    if (intercept("barrier")) return;
+    inner_.barrier(stream);
+  }
+  void verify_agreement(std::uint64_t fingerprint, std::string_view what) override {
+    if (intercept("verify_agreement")) return;
+    inner_.verify_agreement(fingerprint, what);
+  }
+  void abort(int code) noexcept override { inner_.abort(code); }
+
+ private:
+  bool intercept(const char* what) {
+    if (fail_next_) {
+      fail_next_ = false;
+      throw BackendError(std::string("injected failure of ") + what, "test", 1);
+    }
+    if (!forbidden_) return false;
+    ++refused_;
+    ADD_FAILURE() << "rank " << rank() << " issued " << what << " after an error";
+    return true;
+  }
+
+  comm::Communicator& inner_;
+  std::atomic<bool> forbidden_{false}, fail_next_{false};
+  std::atomic<int> refused_{0};
+};
+
+// Trains into DPU so that an upload (and its all-gather) is pending, then stops every rank at
+// the same point of the collective sequence, the last rank by a failed call.
+struct FailingRun {
+  explicit FailingRun(Ranks& ranks) : watched(ranks.comm()) {
+    cfg = base_config();
+    cfg.dpu = true;
+    cfg.dpu_warmup_steps = 1;
+    std::mt19937_64 seed_rng(shared_seed() ^ 0xfa11);
+    rng = seed_rng;
+    init = initial_values(rng);
+  }
+  void train(Engine& engine, const std::vector<ParamId>& ids, int rank, int world) {
+    testing::GradFeeder feed(engine, ids);
+    for (int step = 0; step < 3; ++step) {
+      feed.micro_step(draw_grads(rng, world, cfg.grad_dtype)[static_cast<std::size_t>(rank)]);
+    }
+  }
+  Config cfg;
+  WatchedComm watched;
+  std::mt19937_64 rng;
+  std::vector<std::vector<float>> init;
+};
+
+TEST(PartitionedEngine, DestroyedWhileUnwindingIssuesNoCollective) {
+  Ranks ranks;
+  FailingRun run(ranks);
+  auto dev = device::open_device(run.cfg.device);
+  const int bad = ranks.size() - 1;
+  try {
+    Engine engine(run.cfg, *dev, run.watched);
+    const auto ids = add_model(engine, run.init);
+    engine.finalize();
+    run.train(engine, ids, ranks.rank(), ranks.size());
+    // Every rank is here, with the same collectives issued (and a DPU upload pending): from
+    // now on none may issue another one.
+    run.watched.forbid();
+    engine.begin_step();
+    if (ranks.rank() == bad) {
+      engine.grads_ready({ids[0]});  // no grad_slot: InvalidArgument, as a trainer's bug
+      ADD_FAILURE() << "grads_ready without grad_slot was accepted";
+    }
+    throw std::runtime_error("another rank failed");  // the others stop here
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(ranks.rank(), bad) << e.what();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(ranks.rank(), bad) << e.what();
+  }
+  // The engine's destructor returned without a collective (a wrong one is counted, not issued).
+  EXPECT_EQ(run.watched.refused(), 0);
+  barrier();
+}
+
+TEST(PartitionedEngine, DestroyedAfterABackendErrorIssuesNoCollective) {
+  Ranks ranks;
+  FailingRun run(ranks);
+  auto dev = device::open_device(run.cfg.device);
+  {
+    Engine engine(run.cfg, *dev, run.watched);
+    const auto ids = add_model(engine, run.init);
+    engine.finalize();
+    run.train(engine, ids, ranks.rank(), ranks.size());
+    run.watched.fail_next();
+    const std::vector<double> loss = {1.0};
+    EXPECT_THROW(engine.all_reduce_scalars(loss, comm::ReduceOp::kSum), BackendError);
+    run.watched.forbid();
+    // Destroyed normally (no exception in flight): the BackendError alone makes it quiet.
+  }
+  EXPECT_EQ(run.watched.refused(), 0);
+  barrier();
 }
 
 // ---- memory -------------------------------------------------------------------------------

@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <bit>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <span>
+#include <string_view>
 
 #include "comm/communicator.h"
 #include "runtime/base/error.h"
@@ -111,6 +115,100 @@ TEST_P(SelfCommEngine, IsTheSingleRankEngineBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, SelfCommEngine, ::testing::Bool(),
                          [](const auto& p) { return p.param ? "dpu" : "sync"; });
+
+// A SelfCommunicator that counts the collectives it is asked for.
+class CountingSelf final : public comm::Communicator {
+ public:
+  int calls = 0;
+  int rank() const noexcept override { return 0; }
+  int size() const noexcept override { return 1; }
+  int local_rank() const noexcept override { return 0; }
+  const char* backend_name() const noexcept override { return "counting-self"; }
+  void reduce_scatter(const void* send, void* recv, std::span<const std::size_t> counts,
+                      DType dtype, device::Stream& stream) override {
+    ++calls;
+    inner_.reduce_scatter(send, recv, counts, dtype, stream);
+  }
+  void all_gather(const void* send, void* recv, std::span<const std::size_t> counts, DType dtype,
+                  device::Stream& stream) override {
+    ++calls;
+    inner_.all_gather(send, recv, counts, dtype, stream);
+  }
+  void all_reduce(const void* send, void* recv, std::size_t count, DType dtype, comm::ReduceOp op,
+                  device::Stream& stream) override {
+    ++calls;
+    inner_.all_reduce(send, recv, count, dtype, op, stream);
+  }
+  void broadcast(void* buffer, std::size_t count, DType dtype, int root,
+                 device::Stream& stream) override {
+    ++calls;
+    inner_.broadcast(buffer, count, dtype, root, stream);
+  }
+  void barrier(device::Stream& stream) override {
+    ++calls;
+    inner_.barrier(stream);
+  }
+  void verify_agreement(std::uint64_t fingerprint, std::string_view what) override {
+    ++calls;
+    inner_.verify_agreement(fingerprint, what);
+  }
+  void abort(int code) noexcept override { inner_.abort(code); }
+
+ private:
+  comm::SelfCommunicator inner_;
+};
+
+// One rank: the values come back as they are (bits included: NaN, -0, infinities), with no
+// collective; the call is refused before finalize and inside a micro-step, with or without a
+// communicator.
+TEST(SelfCommEngine, AllReduceScalarsOfOneRankReturnsTheValues) {
+  Config cfg = small_config();
+  cfg.dpu = true;
+  cfg.dpu_warmup_steps = 0;
+  std::vector<std::vector<float>> init;
+  for (const auto& s : kModel) {
+    std::size_t n = 1;
+    for (auto d : s.dims) n *= static_cast<std::size_t>(d);
+    init.emplace_back(n, 0.25f);
+  }
+  const std::vector<double> values = {1.0 / 3, -0.0, std::numeric_limits<double>::quiet_NaN(),
+                                      -std::numeric_limits<double>::infinity(), 1e300};
+  auto dev_a = device::open_device(cfg.device);
+  auto dev_b = device::open_device(cfg.device);
+  CountingSelf counting;
+  Engine plain(cfg, *dev_a);
+  Engine with_comm(cfg, *dev_b, counting);
+  for (Engine* e : {&plain, &with_comm}) {
+    const auto ids = add_model(*e, init);
+    EXPECT_THROW(e->all_reduce_scalars(values, comm::ReduceOp::kSum), InvalidArgument);
+    e->finalize();
+    const int calls_before = counting.calls;
+    testing::GradFeeder feed(*e, ids);
+    for (int micro = 0; micro < 3; ++micro) {
+      std::vector<std::vector<float>> grads;
+      for (ParamId p : ids) grads.emplace_back(e->layout().slot(p).numel, 0.5f);
+      feed.micro_step(grads);  // the last leaves a DPU update running
+      for (const comm::ReduceOp op : {comm::ReduceOp::kSum, comm::ReduceOp::kMax}) {
+        const std::vector<double> got = e->all_reduce_scalars(values, op);
+        ASSERT_EQ(got.size(), values.size());
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          EXPECT_EQ(std::bit_cast<std::uint64_t>(got[i]), std::bit_cast<std::uint64_t>(values[i]))
+              << i;
+        }
+      }
+    }
+    EXPECT_EQ(counting.calls, calls_before) << "a collective for one rank";
+    e->begin_step();
+    try {
+      e->all_reduce_scalars(values, comm::ReduceOp::kMax);
+      ADD_FAILURE() << "all_reduce_scalars inside a micro-step was accepted";
+    } catch (const InvalidArgument& err) {
+      EXPECT_NE(std::string(err.what()).find("inside a micro-step"), std::string::npos)
+          << err.what();
+    }
+    e->end_step();
+  }
+}
 
 TEST(PartitionedCheckpoint, OneRankRefusesACheckpointOfManyRanks) {
   const std::string dir = scratch_dir("manifest");

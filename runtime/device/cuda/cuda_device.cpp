@@ -154,7 +154,8 @@ std::unique_ptr<Stream> CudaDevice::create_stream(StreamOptions options) {
                                           : std::move(options.name);
   cudaStream_t stream = nullptr;
   // Non-blocking: zoro's streams never synchronise implicitly with the legacy default
-  // stream, so that Device::copy (cudaMemcpy) and third-party work there do not stall them.
+  // stream, so that Device::copy (on the legacy stream) and third-party work there do not
+  // stall them.
   ZORO_CUDA_CHECK(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, priority));
   std::shared_ptr<StreamCore> core;
   try {
@@ -216,9 +217,20 @@ void CudaDevice::copy(void* dst, const void* src, std::size_t bytes) {
   ZORO_CHECK(!(d < s + bytes && s < d + bytes),
              "Device::copy: source and destination of " << bytes << " B overlap");
   DeviceGuard guard(info_.ordinal);
-  // cudaMemcpy runs on the legacy default stream, which our non-blocking streams do not
-  // wait for (nor it for them): "ordered after no stream's work", as device.h says.
-  ZORO_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  // Returns after the data has landed, in every direction (device.h). cudaMemcpy alone does
+  // not promise that: by the CUDA Runtime API's "API synchronization behavior" rules for
+  // synchronous memcpy, a copy from pageable host memory to the device "will return once the
+  // pageable buffer has been copied to the staging memory for DMA transfer to device memory,
+  // but the DMA to final destination may not have completed", and a device-to-device copy
+  // performs "no host-side synchronization". It runs on the legacy default stream, which our
+  // streams (cudaStreamNonBlocking) do not wait for, so work enqueued right after copy()
+  // could read the old bytes. Hence the copy on the legacy stream, named explicitly (not
+  // whatever stream the build's --default-stream makes cudaMemcpy use), then a wait for that
+  // one stream. Not cudaDeviceSynchronize: it would also wait for every stream's work, so
+  // copy() would block behind the pipeline (and on a stream waiting for an event the caller
+  // has yet to record, forever); the contract is "ordered after no stream's work".
+  ZORO_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, cudaStreamLegacy));
+  ZORO_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 }
 
 // --- memory --------------------------------------------------------------------------------

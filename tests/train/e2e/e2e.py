@@ -58,14 +58,24 @@ def read_log(path):
     return steps, evals
 
 
-# The small, fast shape every case trains (the default preset's data, a smaller model).
-SMALL = ["--layers", "2", "--channels", "32", "--heads", "2", "--micro-batch", "4",
+# The small, fast shape every case trains (the default preset's data, a smaller model), on the
+# host backend: its results are bit-reproducible, which the exact comparisons below rely on
+# (CUDA's atomics are not; the GPU tests compare with tolerances instead).
+SMALL = ["--device", "host", "--layers", "2", "--channels", "32", "--heads", "2", "--micro-batch", "4",
          "--seq-len", "24", "--sample-tokens", "0", "--eval-every", "0", "--log-every", "5"]
+
+
+def small(**flags):
+    """SMALL with some flags' values replaced: small(eval_every=2) sets --eval-every 2."""
+    args = list(SMALL)
+    for k, v in flags.items():
+        args[args.index("--" + k.replace("_", "-")) + 1] = str(v)
+    return args
 
 
 def case_learns(b, work):
     log = os.path.join(work, "log.jsonl")
-    p = run(b, ["--steps", "60", "--json-log", log, "--eval-every", "30", "--eval-batches", "2",
+    p = run(b, ["--device", "host", "--steps", "60", "--json-log", log, "--eval-every", "30", "--eval-batches", "2",
                 "--sample-tokens", "12", "--log-every", "10", "--micro-batch", "8"])
     steps, evals = read_log(log)
     if [s["step"] for s in steps] != list(range(1, 61)):
@@ -143,6 +153,9 @@ def case_kill(b, work):
         fail("resumed at step %d: expected a multiple of 3 (the checkpoint interval)" % k)
     want = {s["step"]: s["loss"] for s in read_log(full)[0]}
     got = [s for s in read_log(part)[0]]
+    # The log was trimmed to the checkpoint on resume: one record per step, as if never killed.
+    if [s["step"] for s in got] != list(range(1, 41)):
+        fail("the resumed log is not one record per step: %s" % [s["step"] for s in got])
     resumed = got[[i for i, s in enumerate(got) if s["step"] == k + 1][-1]:]
     if [s["step"] for s in resumed] != list(range(k + 1, 41)):
         fail("the resumed run logged steps %s" % [s["step"] for s in resumed])
@@ -189,8 +202,7 @@ def case_weights(b, work):
     if not losses(log2)[0] < losses(log1)[0]:
         fail("loading the saved weights did not start from the trained model")
     # Another shape: refused naming a tensor and both shapes.
-    p = run(b, SMALL[:2] + ["--channels", "64"] + SMALL[4:] + ["--init-weights", w, "--steps", "1"],
-            expect_ok=False)
+    p = run(b, small(channels=64) + ["--init-weights", w, "--steps", "1"], expect_ok=False)
     expect_error(p, ["wte.weight"])
     # Truncated.
     t = os.path.join(work, "truncated.safetensors")
@@ -269,6 +281,21 @@ def case_mpi(b, work, mpirun):
     # The same checkpoint on one rank: refused, naming both world sizes.
     p = run(b, SMALL + ["--steps", "8", "--checkpoint-dir", ck, "--resume"], expect_ok=False)
     expect_error(p, ["2", "1"])
+    # Evals (averaged over ranks) and --save-weights (gathered from every rank's shard).
+    w = os.path.join(work, "w.safetensors")
+    log = os.path.join(work, "eval.jsonl")
+    run(b, small(eval_every=2) + ["--steps", "4", "--eval-batches", "1", "--save-weights", w,
+                                  "--json-log", log], env=env, prefix=pre)
+    if len(read_log(log)[1]) != 2 or not os.path.exists(w):
+        fail("2 ranks: expected 2 eval records and the weights file")
+    run(b, SMALL + ["--steps", "1", "--init-weights", w], env=env, prefix=pre)
+    # A failure on a rank (a data file too small to give every rank a share) ends the whole job
+    # with a message naming the rank, instead of leaving the others waiting in a collective.
+    tiny = os.path.join(work, "tiny.txt")
+    with open(tiny, "w") as f:
+        f.write("x" * 26)
+    p = run(b, SMALL + ["--steps", "2", "--data", tiny], env=env, prefix=pre, expect_ok=False)
+    expect_error(p, ["error on rank", "too few for 2 ranks"])
 
 
 def main():
