@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "runtime/base/cuda_check.h"
 #include "runtime/base/nccl_check.h"
@@ -38,6 +39,50 @@ bool all_equal(std::span<const std::size_t> counts) {
   return std::adjacent_find(counts.begin(), counts.end(), std::not_equal_to<>()) == counts.end();
 }
 
+// An open ncclGroupStart/ncclGroupEnd section of this thread. A call that fails inside the
+// group leaves the thread in it, and every later NCCL call of the thread would join the
+// group instead of being enqueued; so the group is ended on every path, the error of a call
+// inside it taking precedence over ncclGroupEnd's (which reports it again).
+class NcclGroup {
+ public:
+  NcclGroup() { ZORO_NCCL_CHECK(ncclGroupStart()); }
+  ~NcclGroup() {
+    if (open_) (void)ncclGroupEnd();
+  }
+  NcclGroup(const NcclGroup&) = delete;
+  NcclGroup& operator=(const NcclGroup&) = delete;
+  // Launches the group's collectives (enqueued on their streams when this returns).
+  void end() {
+    open_ = false;
+    ZORO_NCCL_CHECK(ncclGroupEnd());
+  }
+
+ private:
+  bool open_ = true;
+};
+
+// Calls op(r, offset_r) for every rank r with counts[r] > 0, in rank order, inside NCCL groups
+// of at most max_ops calls (Note [NCCL uneven shards]).
+template <class Op>
+void grouped_per_rank(std::span<const std::size_t> counts, std::size_t max_ops, const Op& op) {
+  std::size_t offset = 0;
+  std::size_t in_group = 0;
+  std::optional<NcclGroup> group;
+  group.emplace();
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    if (counts[r] == 0) continue;
+    if (in_group == max_ops) {
+      group->end();
+      group.emplace();
+      in_group = 0;
+    }
+    op(static_cast<int>(r), offset);
+    offset += counts[r];
+    ++in_group;
+  }
+  group->end();
+}
+
 }  // namespace
 
 std::vector<std::uint8_t> NcclCommunicator::new_unique_id() {
@@ -51,8 +96,7 @@ std::vector<std::uint8_t> NcclCommunicator::new_unique_id() {
 NcclCommunicator::NcclCommunicator(device::Device& device, int rank, int size, int local_rank,
                                    std::span<const std::uint8_t> unique_id, AgreementFn agree,
                                    AbortFn abort_launch)
-    : device_(device),
-      rank_(rank),
+    : rank_(rank),
       size_(size),
       local_rank_(local_rank),
       agree_(std::move(agree)),
@@ -104,75 +148,53 @@ void NcclCommunicator::abort(int code) noexcept {
   }
 }
 
-void NcclCommunicator::ensure_scratch(std::size_t bytes) {
-  if (scratch_a_.bytes() >= bytes && scratch_b_.bytes() >= bytes) return;
-  // The old scratch may still be read by work in flight (Note [NCCL uneven shards]).
-  device_.synchronize();
-  scratch_a_.reset();
-  scratch_b_.reset();
-  scratch_a_ = device_.allocate(device::MemoryKind::kDevice, bytes);
-  scratch_b_ = device_.allocate(device::MemoryKind::kDevice, bytes);
-}
-
 void NcclCommunicator::reduce_scatter(const void* send, void* recv,
                                       std::span<const std::size_t> counts, DType dtype,
                                       device::Stream& stream) {
   detail::check_reduce_scatter_args(*this, send, recv, counts, dtype);
   cudaStream_t s = native(stream);
-  const std::size_t esize = size_of(dtype);
-  const std::size_t max = *std::max_element(counts.begin(), counts.end());
-  if (max == 0) return;
+  if (total_count(counts) == 0) return;
+  const ncclDataType_t type = nccl_type(dtype);
+  std::lock_guard lock(mutex_);
+  ncclComm* comm = comm_.load();
   if (all_equal(counts)) {
-    ZORO_NCCL_CHECK(ncclReduceScatter(send, recv, max, nccl_type(dtype), ncclSum, comm_, s));
+    ZORO_NCCL_CHECK(ncclReduceScatter(send, recv, counts[0], type, ncclSum, comm, s));
     return;
   }
-  std::lock_guard lock(mutex_);
-  const std::size_t n = static_cast<std::size_t>(size_);
-  ensure_scratch(n * max * esize);
-  auto* padded = scratch_a_.as<std::byte>();
-  auto* shard = scratch_b_.as<std::byte>();
-  stream.memset_async(padded, 0, n * max * esize);
-  std::size_t offset = 0;
-  for (std::size_t r = 0; r < n; ++r) {
-    if (counts[r] > 0) {
-      stream.copy_async(padded + r * max * esize,
-                        static_cast<const std::byte*>(send) + offset * esize, counts[r] * esize);
-    }
-    offset += counts[r];
-  }
-  ZORO_NCCL_CHECK(ncclReduceScatter(padded, shard, max, nccl_type(dtype), ncclSum, comm_, s));
-  const std::size_t mine = counts[static_cast<std::size_t>(rank_)];
-  if (mine > 0) stream.copy_async(recv, shard, mine * esize);
+  // Note [NCCL uneven shards]: one ncclReduce per non-empty shard, rooted at its owner.
+  const auto* base = static_cast<const std::byte*>(send);
+  const std::size_t esize = size_of(dtype);
+  grouped_per_rank(counts, kMaxGroupOps, [&](int r, std::size_t offset) {
+    void* out = r == rank_ ? recv : nullptr;  // recvbuff is used on the root only
+    ZORO_NCCL_CHECK(ncclReduce(base + offset * esize, out, counts[static_cast<std::size_t>(r)],
+                               type, ncclSum, r, comm, s));
+  });
 }
 
 void NcclCommunicator::all_gather(const void* send, void* recv, std::span<const std::size_t> counts,
                                   DType dtype, device::Stream& stream) {
   detail::check_all_gather_args(*this, send, recv, counts, dtype);
   cudaStream_t s = native(stream);
-  const std::size_t esize = size_of(dtype);
-  const std::size_t max = *std::max_element(counts.begin(), counts.end());
-  if (max == 0) return;
+  if (total_count(counts) == 0) return;
+  const ncclDataType_t type = nccl_type(dtype);
+  std::lock_guard lock(mutex_);
+  ncclComm* comm = comm_.load();
   if (all_equal(counts)) {
-    // In place works as is: NCCL accepts sendbuff == recvbuff + rank * count.
-    ZORO_NCCL_CHECK(ncclAllGather(send, recv, max, nccl_type(dtype), comm_, s));
+    // In place works as is: NCCL's in-place all-gather is sendbuff == recvbuff + rank * count,
+    // communicator.h's in-place condition for equal counts.
+    ZORO_NCCL_CHECK(ncclAllGather(send, recv, counts[0], type, comm, s));
     return;
   }
-  std::lock_guard lock(mutex_);
-  const std::size_t n = static_cast<std::size_t>(size_);
-  ensure_scratch(n * max * esize);
-  auto* slot = scratch_a_.as<std::byte>();
-  auto* gathered = scratch_b_.as<std::byte>();
-  const std::size_t mine = counts[static_cast<std::size_t>(rank_)];
-  if (mine > 0) stream.copy_async(slot, send, mine * esize);
-  ZORO_NCCL_CHECK(ncclAllGather(slot, gathered, max, nccl_type(dtype), comm_, s));
-  std::size_t offset = 0;
-  for (std::size_t r = 0; r < n; ++r) {
-    if (counts[r] > 0) {
-      stream.copy_async(static_cast<std::byte*>(recv) + offset * esize, gathered + r * max * esize,
-                        counts[r] * esize);
-    }
-    offset += counts[r];
-  }
+  // Note [NCCL uneven shards]: one ncclBroadcast per non-empty shard, rooted at its owner; in
+  // place on the root when send is its shard of recv (sendbuff == recvbuff).
+  auto* base = static_cast<std::byte*>(recv);
+  const std::size_t esize = size_of(dtype);
+  grouped_per_rank(counts, kMaxGroupOps, [&](int r, std::size_t offset) {
+    std::byte* shard = base + offset * esize;
+    const void* from = r == rank_ ? send : shard;  // sendbuff is read on the root only
+    ZORO_NCCL_CHECK(
+        ncclBroadcast(from, shard, counts[static_cast<std::size_t>(r)], type, r, comm, s));
+  });
 }
 
 void NcclCommunicator::all_reduce(const void* send, void* recv, std::size_t count, DType dtype,
@@ -180,7 +202,8 @@ void NcclCommunicator::all_reduce(const void* send, void* recv, std::size_t coun
   detail::check_all_reduce_args(send, recv, count, dtype);
   cudaStream_t s = native(stream);
   if (count == 0) return;
-  ZORO_NCCL_CHECK(ncclAllReduce(send, recv, count, nccl_type(dtype), nccl_op(op), comm_, s));
+  std::lock_guard lock(mutex_);
+  ZORO_NCCL_CHECK(ncclAllReduce(send, recv, count, nccl_type(dtype), nccl_op(op), comm_.load(), s));
 }
 
 void NcclCommunicator::broadcast(void* buffer, std::size_t count, DType dtype, int root,
@@ -188,15 +211,17 @@ void NcclCommunicator::broadcast(void* buffer, std::size_t count, DType dtype, i
   detail::check_broadcast_args(*this, buffer, count, root);
   cudaStream_t s = native(stream);
   if (count == 0) return;
-  ZORO_NCCL_CHECK(ncclBroadcast(buffer, buffer, count, nccl_type(dtype), root, comm_, s));
+  std::lock_guard lock(mutex_);
+  ZORO_NCCL_CHECK(ncclBroadcast(buffer, buffer, count, nccl_type(dtype), root, comm_.load(), s));
 }
 
 void NcclCommunicator::barrier(device::Stream& stream) {
   // NCCL has no barrier: a one-element all-reduce completes on no rank before every rank has
   // joined it, which is the barrier's guarantee in stream order.
   cudaStream_t s = native(stream);
-  ZORO_NCCL_CHECK(
-      ncclAllReduce(barrier_word_.data(), barrier_word_.data(), 1, ncclFloat32, ncclSum, comm_, s));
+  std::lock_guard lock(mutex_);
+  ZORO_NCCL_CHECK(ncclAllReduce(barrier_word_.data(), barrier_word_.data(), 1, ncclFloat32, ncclSum,
+                                comm_.load(), s));
 }
 
 void NcclCommunicator::verify_agreement(std::uint64_t fingerprint, std::string_view what) {

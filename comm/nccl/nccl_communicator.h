@@ -1,24 +1,42 @@
 // NcclCommunicator: the collectives of the CUDA backend (comm/communicator.h), enqueued with
-// ncclReduceScatter / ncclAllGather / ncclAllReduce / ncclBroadcast on the stream's
-// cudaStream_t. Built only in CUDA builds with NCCL (comm/CMakeLists.txt); make_communicator
-// (comm/bootstrap.h) creates it, with the unique id sent over MPI or the rendezvous.
+// ncclReduceScatter / ncclAllGather / ncclAllReduce / ncclBroadcast (ncclReduce and
+// ncclBroadcast for uneven shards) on the stream's cudaStream_t. Built only in CUDA builds with
+// NCCL (comm/CMakeLists.txt); make_communicator (comm/bootstrap.h) creates it, with the unique id
+// sent over MPI or the rendezvous.
 //
-// Note [NCCL uneven shards]: NCCL's reduce-scatter and all-gather take one count for every
-// rank. When the shard counts differ, the collective runs on shards padded to the largest
-// count, through scratch device memory owned by the communicator:
-//   reduce_scatter: zero a padded buffer of size*max elements, copy shard r of `send` to
-//     slot r, reduce-scatter max elements, copy the first counts[rank] elements to `recv`;
-//   all_gather: copy `send` to a max-element slot, all-gather into size*max elements, copy
-//     each rank's first counts[r] elements to its place in `recv`.
-// Equal counts (the common case: every shard but possibly the last is equal) skip the
-// padding and call NCCL on the caller's buffers directly. The scratch grows to the largest
-// padded size seen and is reused by every later call; the contract that a communicator's
-// collectives are stream-ordered among themselves (communicator.h) is what makes the reuse
-// safe. Growing it synchronises the device first, since the old scratch may still be in use.
+// Note [NCCL uneven shards]: NCCL's ncclReduceScatter and ncclAllGather take one count for
+// every rank. Equal counts (the common case) call them on the caller's buffers directly; the
+// in-place all-gather is NCCL's own in-place form (sendbuff == recvbuff + rank * count, NCCL
+// "In-place Operations"), which is exactly communicator.h's in-place condition when counts
+// are equal. Unequal counts run as one rooted collective per rank with a non-empty shard,
+// issued inside ncclGroupStart/ncclGroupEnd so that NCCL launches them together (NCCL "Group
+// Calls: Aggregated Operations"; PyTorch's ProcessGroupNCCL gathers and reduce-scatters
+// uneven tensors the same way):
+//   reduce_scatter: for each rank r, ncclReduce(send + offset_r, r == rank ? recv : nullptr,
+//     counts[r], sum, root r). recvbuff is used on the root only ("recvbuff may be NULL on
+//     all calls except for root device", nccl.h); send and recv never overlap (communicator.h).
+//   all_gather: for each rank r, ncclBroadcast(r == rank ? send : recv + offset_r,
+//     recv + offset_r, counts[r], root r). sendbuff is read on the root only; every rank,
+//     the root included, receives into recvbuff, so an out-of-place gather needs no copy and
+//     the in-place one (send == recv + own offset) is a broadcast with sendbuff == recvbuff,
+//     NCCL's in-place broadcast.
+// Each rank then sends and receives about total_count elements (one pipelined reduce or
+// broadcast of counts[r] per rank), where padding to the largest shard moved about
+// size * largest (a bucket owned mostly by one rank: size times its bytes), and nothing but the
+// caller's buffers is touched: no scratch, so no device memory outside the engine's memory plan.
+// A rank whose count is 0 is skipped by every rank alike (counts agree on every rank); NCCL
+// discards an empty collective anyway, but a zero-count shard may point one past the end of
+// its buffer, which NCCL's optional pointer checks (NCCL_CHECK_POINTERS) would refuse. The rooted
+// collectives touch disjoint ranges, so the order NCCL runs them in within the group does not
+// matter. Groups hold at most kMaxGroupOps operations (older NCCL refuses more than 2048 per
+// group); larger worlds issue several groups in rank order.
 //
 // 16-bit types use ncclFloat16 / ncclBfloat16, whose sums NCCL accumulates in fp32.
-// Thread: enqueueing is thread-safe (the scratch is guarded by a mutex). Errors: BackendError
-// (NCCL, CUDA) at the call; asynchronous NCCL failures surface at stream synchronisation.
+// Thread: every enqueue holds mutex_ (NCCL "Thread Safety": one communicator must not be
+// driven by several threads at once, and a group must be issued by one thread). Errors:
+// BackendError (NCCL, CUDA) at the call; a call that fails inside a group still ends the group
+// (the thread would otherwise stay in it); asynchronous NCCL failures surface at stream
+// synchronisation.
 #pragma once
 
 #include <atomic>
@@ -80,10 +98,9 @@ class NcclCommunicator final : public Communicator {
   void abort(int code) noexcept override;
 
  private:
-  // The scratch of Note [NCCL uneven shards], at least `bytes` each (caller holds mutex_).
-  void ensure_scratch(std::size_t bytes);
+  // The most rooted collectives in one NCCL group (Note [NCCL uneven shards]).
+  static constexpr std::size_t kMaxGroupOps = 1024;
 
-  device::Device& device_;
   // Atomic: abort() may release it while another thread enqueues (which then fails cleanly).
   std::atomic<ncclComm*> comm_{nullptr};
   int rank_ = 0;
@@ -91,9 +108,7 @@ class NcclCommunicator final : public Communicator {
   int local_rank_ = 0;
   AgreementFn agree_;
   AbortFn abort_launch_;
-  std::mutex mutex_;
-  device::Buffer scratch_a_;  // padded send side
-  device::Buffer scratch_b_;  // padded receive side
+  std::mutex mutex_;  // held by every enqueue (NCCL calls on comm_)
   device::Buffer barrier_word_;
 };
 

@@ -1,6 +1,7 @@
 #include "examples/zoro_train/model/trainer.h"
 
 #include <chrono>
+#include <vector>
 
 #include "runtime/base/check.h"
 
@@ -8,6 +9,9 @@ namespace zoro::train {
 
 namespace {
 using Clock = std::chrono::steady_clock;
+// Forwards whose losses the CUDA compute keeps for take_losses() (kLossSlots in gpt_cuda.cpp;
+// the host compute keeps any number).
+constexpr int kMaxLossesPending = 16;
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
@@ -24,19 +28,36 @@ StepResult Trainer::step(std::span<const DeviceBatch> micro_batches) {
   const auto t0 = Clock::now();
   StepResult r;
   const float dloss = static_cast<float>(params.loss_scale() / accum);
-  double loss_sum = 0;
-  for (const DeviceBatch& batch : micro_batches) {
-    const auto tc = Clock::now();
+  // Every micro-batch is enqueued without waiting for the device, so the host runs ahead of
+  // the compute stream. The losses are read (the step's one wait for the compute stream) after
+  // the last backward is enqueued and before the boundary's end_micro_step: what the boundary
+  // ships (the last gradients, wte's last of all) is the compute stream's last work anyway, so
+  // the wait costs about the host's wake-up, and compute_ms stays free of the update. A step
+  // of more micro-batches than the model keeps losses for (kMaxLossesPending) also reads them
+  // every that many.
+  std::vector<double> losses;
+  losses.reserve(static_cast<std::size_t>(accum));
+  auto read_losses = [&] {
+    for (double l : model_.take_losses()) losses.push_back(l);
+  };
+  for (int i = 0; i < accum; ++i) {
+    const DeviceBatch& batch = micro_batches[static_cast<std::size_t>(i)];
     params.begin_micro_step();
     model_.forward_backward(batch, dloss);
-    // Waiting here for the compute stream costs no overlap: the gradient copies, folds and
-    // (with DPU) the previous update keep running on their own streams and threads.
-    for (double l : model_.take_losses()) loss_sum += l;
-    r.compute_ms += ms_since(tc);
+    r.tokens += static_cast<std::size_t>(batch.B) * static_cast<std::size_t>(batch.T);
+    const bool last = i + 1 == accum;
+    if (last || (i + 1) % kMaxLossesPending == 0) read_losses();
+    if (last) r.compute_ms = ms_since(t0);
     const auto to = Clock::now();
     r.report = params.end_micro_step();
     r.optimizer_ms += ms_since(to);
-    r.tokens += static_cast<std::size_t>(batch.B) * static_cast<std::size_t>(batch.T);
+  }
+  // This step's are the last `accum` (a forward() with targets whose loss nobody took comes
+  // first); summed in micro-batch order.
+  ZORO_ASSERT(losses.size() >= static_cast<std::size_t>(accum));
+  double loss_sum = 0;
+  for (std::size_t i = losses.size() - static_cast<std::size_t>(accum); i < losses.size(); ++i) {
+    loss_sum += losses[i];
   }
   r.loss = loss_sum / accum;
   r.step = r.report.step;

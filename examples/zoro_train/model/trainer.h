@@ -4,10 +4,12 @@
 //   trainer.set_lr(schedule(step));
 //   StepResult r = trainer.step(micro_batches);   // grad_accum_steps micro-batches
 //
-// A step runs, per micro-batch, begin_micro_step / forward+backward (the gradient of
+// A step enqueues, per micro-batch, begin_micro_step / forward+backward (the gradient of
 // dloss = loss_scale / micro-batches times the mean loss: the step's objective is the mean
-// over micro-batches, scaled for fp16) / end_micro_step; the last one ends the optimizer step
-// (norm, clipping, overflow, update: Note [Store semantics] in param_store.h). Everything
+// over micro-batches, scaled for fp16) / end_micro_step, without waiting for the device in
+// between; it reads the micro-batches' losses once, after the last backward; the last
+// end_micro_step ends the optimizer step (norm, clipping, overflow, update: Note [Store
+// semantics] in param_store.h). Everything
 // store-specific (offload, DPU, no offload) is in the store's config, so this loop is the
 // same for every mode.
 #pragma once
@@ -31,9 +33,11 @@ struct StepResult {
   bool overflow = false;   // an Inf/NaN gradient skipped the step (fp16 lowers the scale)
   double loss_scale = 1;   // in force for the next step
   std::size_t tokens = 0;  // tokens processed (inputs) in this step
-  // Host wall times (milliseconds): forward+backward of all micro-batches until the compute
-  // stream finished them, the stores' end-of-step work (CPU update or its launch, or the
-  // device update), and the whole step.
+  // Host wall times (milliseconds). compute_ms: from the step's first enqueue until the compute
+  // stream finished every micro-batch's forward and backward (their losses read: the step's one
+  // wait for it). optimizer_ms: the stores' end_micro_step calls, the boundary's end-of-step
+  // work (CPU update or its launch, or the device update) included; those of earlier
+  // micro-steps run while the device computes, so the two may overlap. step_ms: the whole step.
   double compute_ms = 0;
   double optimizer_ms = 0;
   double step_ms = 0;
