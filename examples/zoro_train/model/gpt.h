@@ -74,7 +74,9 @@ class Gpt {
   // Enqueues a forward pass only (evaluation, generation); the loss when targets are given.
   void forward(const DeviceBatch& batch);
   // The mean losses of the forwards with targets since the last call, in order (synchronizes
-  // the compute stream, rethrowing a kernel's error).
+  // the compute stream, rethrowing a kernel's error). At most kMaxPendingLosses forwards may
+  // run between two calls (the CUDA compute keeps that many losses on the device).
+  static constexpr int kMaxPendingLosses = 16;
   std::vector<double> take_losses();
   // Argmax over the vocabulary at each of the last forward's B*T positions (synchronizes).
   std::vector<std::int32_t> predictions();

@@ -20,7 +20,7 @@ namespace kc = kernels::cuda;
 using BT = BlockTensor;
 
 // Forwards whose losses may wait in pinned memory for take_losses().
-constexpr std::size_t kLossSlots = 16;
+constexpr std::size_t kLossSlots = Gpt::kMaxPendingLosses;
 
 template <class Elem>
 class CudaCompute final : public GptCompute {

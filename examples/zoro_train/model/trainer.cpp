@@ -9,9 +9,6 @@ namespace zoro::train {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-// Forwards whose losses the CUDA compute keeps for take_losses() (kLossSlots in gpt_cuda.cpp;
-// the host compute keeps any number).
-constexpr int kMaxLossesPending = 16;
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
@@ -33,7 +30,7 @@ StepResult Trainer::step(std::span<const DeviceBatch> micro_batches) {
   // the last backward is enqueued and before the boundary's end_micro_step: what the boundary
   // ships (the last gradients, wte's last of all) is the compute stream's last work anyway, so
   // the wait costs about the host's wake-up, and compute_ms stays free of the update. A step
-  // of more micro-batches than the model keeps losses for (kMaxLossesPending) also reads them
+  // of more micro-batches than the model keeps losses for (Gpt::kMaxPendingLosses) also reads them
   // every that many.
   std::vector<double> losses;
   losses.reserve(static_cast<std::size_t>(accum));
@@ -46,7 +43,7 @@ StepResult Trainer::step(std::span<const DeviceBatch> micro_batches) {
     model_.forward_backward(batch, dloss);
     r.tokens += static_cast<std::size_t>(batch.B) * static_cast<std::size_t>(batch.T);
     const bool last = i + 1 == accum;
-    if (last || (i + 1) % kMaxLossesPending == 0) read_losses();
+    if (last || (i + 1) % Gpt::kMaxPendingLosses == 0) read_losses();
     if (last) r.compute_ms = ms_since(t0);
     const auto to = Clock::now();
     r.report = params.end_micro_step();
