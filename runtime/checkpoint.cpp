@@ -7,14 +7,17 @@
 // saved: checkpoints are taken between optimizer steps, when they hold nothing.
 #include "runtime/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include "runtime/base/check.h"
 #include "runtime/base/file_util.h"
+#include "runtime/base/log.h"
 #include "runtime/base/units.h"
 
 namespace zoro {
@@ -208,8 +211,10 @@ std::string config_differences(const std::string& mine, const std::string& their
 
 }  // namespace
 
-std::string rank_checkpoint_file(int rank, int world) {
-  return "rank-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".ckpt";
+std::string rank_checkpoint_file(int rank, int world, std::int64_t steps_done,
+                                 std::int64_t generation) {
+  return "rank-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".step-" +
+         std::to_string(steps_done) + ".gen-" + std::to_string(generation) + ".ckpt";
 }
 
 void write_checkpoint(const std::string& dir, const CheckpointState& state,
@@ -399,14 +404,17 @@ CheckpointState read_checkpoint(const std::string& dir, const CheckpointState& e
 // ---- the manifest of a partitioned checkpoint ------------------------------------------
 
 void write_manifest(const std::string& dir, const CheckpointManifest& m) {
+  ZORO_CHECK(m.world_size >= 1 && m.files.size() == static_cast<std::size_t>(m.world_size),
+             "a checkpoint manifest of " << m.world_size << " rank(s) naming " << m.files.size()
+                                         << " file(s)");
   std::ostringstream body;
   body << "zoro-manifest=1\n"
        << "world_size=" << m.world_size << "\n"
        << "layout_fingerprint=" << m.layout_fingerprint << "\n"
        << "config_fingerprint=" << m.config_fingerprint << "\n"
-       << "steps_done=" << m.steps_done << "\n";
-  for (int r = 0; r < m.world_size; ++r)
-    body << "file=" << rank_checkpoint_file(r, m.world_size) << "\n";
+       << "steps_done=" << m.steps_done << "\n"
+       << "generation=" << m.generation << "\n";
+  for (const auto& f : m.files) body << "file=" << f << "\n";
   std::string text = body.str();
   text += "crc32c=" + std::to_string(crc32c(text.data(), text.size())) + "\n";
   write_file_atomically(dir + "/" + kManifestFile, text);
@@ -450,7 +458,16 @@ std::optional<CheckpointManifest> read_manifest(const std::string& dir) {
         m.config_fingerprint = std::stoull(value);
       } else if (key == "steps_done") {
         m.steps_done = std::stoll(value);
-      } else if (key != "file") {
+      } else if (key == "generation") {
+        m.generation = std::stoll(value);
+      } else if (key == "file") {
+        // A plain name inside the directory: a manifest never sends a load elsewhere.
+        if (value.empty() || value == "." || value == ".." ||
+            value.find_first_of("/\\") != std::string::npos) {
+          bad("file name '" + value + "'");
+        }
+        m.files.push_back(value);
+      } else {
         bad("unknown key '" + key + "'");
       }
     } catch (const std::logic_error&) {
@@ -459,15 +476,95 @@ std::optional<CheckpointManifest> read_manifest(const std::string& dir) {
   }
   if (!versioned) bad("no zoro-manifest line");
   if (m.world_size < 1) bad("world_size " + std::to_string(m.world_size));
+  if (m.generation < 0) bad("generation " + std::to_string(m.generation));
+  if (m.files.size() != static_cast<std::size_t>(m.world_size)) {
+    bad("it names " + std::to_string(m.files.size()) + " rank file(s) for world_size " +
+        std::to_string(m.world_size));
+  }
   return m;
 }
 
-void remove_manifest(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::remove(dir + "/" + kManifestFile, ec);
-  if (ec) {
-    ZORO_THROW(IoError, "cannot remove '" << dir << "/" << kManifestFile << "': " << ec.message());
+// ---- generations of a partitioned checkpoint directory -----------------------------------
+
+namespace {
+
+// "rank-<r>-of-<N>.step-<S>.gen-<G>.ckpt", or "rank-<r>-of-<N>.ckpt" as written before
+// generations (generation 0).
+const std::regex& rank_file_pattern() {
+  static const std::regex re(R"(rank-[0-9]+-of-[0-9]+(\.step-[0-9]+\.gen-([0-9]{1,18}))?\.ckpt)");
+  return re;
+}
+
+// The temporary name of an interrupted atomic write (file_util.cpp) of a rank file or of the
+// manifest.
+const std::regex& stale_temporary_pattern() {
+  static const std::regex re(R"((rank-[0-9]+-of-[0-9]+(\.step-[0-9]+\.gen-[0-9]+)?\.ckpt|)"
+                             R"(manifest\.txt)\.tmp\..+)");
+  return re;
+}
+
+// The generation of a rank file's name; nullopt for a name that is not one.
+std::optional<std::int64_t> rank_file_generation(const std::string& name) {
+  std::smatch match;
+  if (!std::regex_match(name, match, rank_file_pattern())) return std::nullopt;
+  return match[2].matched ? std::stoll(match[2].str()) : 0;
+}
+
+}  // namespace
+
+std::int64_t next_checkpoint_generation(const std::string& dir) {
+  std::int64_t latest = 0;
+  try {
+    if (const auto m = read_manifest(dir)) latest = m->generation;
+  } catch (const IoError& e) {
+    // Its checkpoint cannot be loaded anyway; the rank files still count below.
+    ZORO_LOG(kWarn) << "saving checkpoint '" << dir
+                    << "' over an unreadable manifest: " << e.what();
   }
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec == std::errc::no_such_file_or_directory) return latest + 1;
+  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    if (const auto g = rank_file_generation(it->path().filename().string())) {
+      latest = std::max(latest, *g);
+    }
+  }
+  if (ec) ZORO_THROW(IoError, "cannot list checkpoint directory '" << dir << "': " << ec.message());
+  return latest + 1;
+}
+
+std::size_t remove_unlisted_rank_files(const std::string& dir,
+                                       const CheckpointManifest& keep) noexcept {
+  std::size_t removed = 0;
+  try {
+    std::error_code ec;
+    std::vector<std::filesystem::path> stale;
+    std::filesystem::directory_iterator it(dir, ec);
+    for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      const bool kept = std::find(keep.files.begin(), keep.files.end(), name) != keep.files.end();
+      if (!kept && (std::regex_match(name, rank_file_pattern()) ||
+                    std::regex_match(name, stale_temporary_pattern()))) {
+        stale.push_back(it->path());
+      }
+    }
+    if (ec) {
+      ZORO_LOG(kWarn) << "cannot list checkpoint directory '" << dir
+                      << "' to remove the files of older saves: " << ec.message();
+    }
+    for (const auto& path : stale) {
+      if (std::filesystem::remove(path, ec)) {
+        ++removed;
+      } else if (ec) {
+        ZORO_LOG(kWarn) << "cannot remove '" << path.string()
+                        << "', a file of an older checkpoint save: " << ec.message();
+      }
+    }
+  } catch (const std::exception& e) {
+    ZORO_LOG(kWarn) << "removing the files of older saves from checkpoint '" << dir
+                    << "': " << e.what();
+  }
+  return removed;
 }
 
 }  // namespace zoro

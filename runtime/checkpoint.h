@@ -12,11 +12,12 @@
 // another model (InvalidArgument naming the first parameter that differs) or with another
 // optimizer configuration (InvalidArgument naming the keys that differ).
 //
-// Many ranks (Note [Partitioned checkpoint] in runtime/engine_checkpoint.cpp): each rank
-// writes its shard to dir/rank-<r>-of-<N>.ckpt in the same format (its header adds
-// world_size, rank and the shard's flat range), and rank 0 writes dir/manifest.txt once
-// every rank file is complete. A single rank writes dir/zoro.ckpt and no manifest, exactly
-// as before.
+// Many ranks (Note [Partitioned checkpoint] in runtime/engine_checkpoint.cpp): the N > 1 ranks
+// write save number G (the directory's generation) at step S as one file per rank,
+// dir/rank-<r>-of-<N>.step-<S>.gen-<G>.ckpt, in the same format (its header adds world_size,
+// rank and the shard's flat range); once every one is complete rank 0 atomically replaces
+// dir/manifest.txt, which names them, and then removes the files of older saves. A single rank
+// writes dir/zoro.ckpt and no manifest, exactly as before.
 #pragma once
 
 #include <cstddef>
@@ -61,8 +62,10 @@ struct CheckpointSection {
 inline constexpr const char* kCheckpointFile = "zoro.ckpt";
 inline constexpr const char* kManifestFile = "manifest.txt";
 
-// "rank-<rank>-of-<world>.ckpt": the file of one rank of a partitioned run.
-std::string rank_checkpoint_file(int rank, int world);
+// "rank-<rank>-of-<world>.step-<steps_done>.gen-<generation>.ckpt": the file of one rank of a
+// partitioned run in save number `generation` of its directory.
+std::string rank_checkpoint_file(int rank, int world, std::int64_t steps_done,
+                                 std::int64_t generation);
 
 // Creates `dir` if needed and writes dir/<file> atomically.
 void write_checkpoint(const std::string& dir, const CheckpointState& state,
@@ -85,15 +88,28 @@ struct CheckpointManifest {
   std::uint64_t layout_fingerprint = 0;
   std::uint64_t config_fingerprint = 0;
   std::int64_t steps_done = 0;
+  // The save's number in its directory (0 in a manifest written before generations existed).
+  std::int64_t generation = 0;
+  // files[r]: rank r's file, a plain name inside the directory (world_size of them).
+  std::vector<std::string> files;
 };
 
 // Writes dir/manifest.txt atomically (text, key=value lines and a CRC-32C of them).
 void write_manifest(const std::string& dir, const CheckpointManifest& manifest);
 // Reads dir/manifest.txt: nullopt when absent; IoError naming the file when unreadable,
-// malformed or failing its checksum.
+// malformed (files must be world_size plain names) or failing its checksum.
 std::optional<CheckpointManifest> read_manifest(const std::string& dir);
-// Removes dir/manifest.txt if present (the first move of a save: a directory without a
-// manifest is an incomplete checkpoint). IoError when it cannot.
-void remove_manifest(const std::string& dir);
+
+// The generation a new partitioned save into `dir` takes: one more than the manifest's and
+// than that of every rank file present, so that a save never writes over an existing file,
+// whatever the manifest says (an unreadable one is logged and skipped). 1 for a directory that
+// does not exist yet. IoError when the directory cannot be listed.
+std::int64_t next_checkpoint_generation(const std::string& dir);
+// Removes from `dir` the rank files that `keep` does not name (older saves, an interrupted
+// one, another world size's) and the temporary files of interrupted atomic writes of rank
+// files or of the manifest. Best effort: a failure is logged, never thrown. Returns the number
+// of files removed.
+std::size_t remove_unlisted_rank_files(const std::string& dir,
+                                       const CheckpointManifest& keep) noexcept;
 
 }  // namespace zoro

@@ -269,8 +269,9 @@ class Engine {
 
   // ---- checkpoints (Note [Checkpoint] in checkpoint.cpp) ----
   // Atomically writes dir/zoro.ckpt (the directory is created). Only between steps. With N > 1
-  // ranks (collective): dir/rank-<r>-of-<N>.ckpt per rank, then dir/manifest.txt by rank 0
-  // (Note [Partitioned checkpoint] in engine_checkpoint.cpp).
+  // ranks (collective): a new dir/rank-<r>-of-<N>.step-<S>.gen-<G>.ckpt per rank, then rank 0
+  // atomically replaces dir/manifest.txt naming them (Note [Partitioned checkpoint] in
+  // engine_checkpoint.cpp): a crash mid-save keeps the previous checkpoint.
   void save_checkpoint(const std::string& dir);
   // Restores a checkpoint written by the same model (layout) and optimizer; continuing gives
   // the same results as a run that never stopped. Refuses truncated, corrupted or foreign

@@ -1,17 +1,29 @@
 // Engine::save_checkpoint and load_checkpoint (Note [Checkpoint] in checkpoint.cpp).
 //
 // Note [Partitioned checkpoint]: with N > 1 ranks each rank saves what only it holds — the
-// master, optimizer state and its slice of the working weights, for its shard — to
-// dir/rank-<r>-of-<N>.ckpt, and rank 0 writes dir/manifest.txt (world size, fingerprints,
-// step). A save is three moves, each closed by an agreement of every rank (a blocking
-// verify_agreement, which is also a barrier): rank 0 removes the old manifest; every rank
-// writes its file atomically; rank 0 writes the manifest atomically. So the manifest exists
-// only while every rank file belongs to it: a save interrupted half-way leaves a directory
-// without a manifest, which load refuses. Load reads the manifest (refusing another world
-// size: resharding is not supported yet), then each rank verifies its own file completely;
-// the ranks agree that all succeeded before any of them writes into its state, so a missing or
-// corrupt file on one rank (named with its rank) makes every rank throw with nothing changed.
-// The working weights are then gathered from their owners, as after an update.
+// master, optimizer state and its slice of the working weights, for its shard — to its own
+// rank file, and rank 0 writes dir/manifest.txt (world size, fingerprints, step, and the name
+// of every rank file). A save must never leave the directory without a loadable checkpoint,
+// as the single-rank file's atomic rename never does, so no save writes over a file that the
+// manifest names. Each save takes a new generation G, one past the manifest's and every rank
+// file's present (next_checkpoint_generation; saving twice at one step, or over the files of
+// an interrupted save, therefore writes new names too), and is four moves, each closed by an
+// agreement of every rank (a blocking verify_agreement, which is also a barrier):
+//   1. rank 0 creates the directory; every rank computes G, and the ranks check they agree on
+//      it (a directory that is not shared reads differently: the save fails);
+//   2. every rank writes dir/rank-<r>-of-<N>.step-<S>.gen-<G>.ckpt atomically;
+//   3. rank 0 replaces the manifest atomically by one naming exactly those files: the commit;
+//   4. rank 0 removes every other rank file (older saves, an interrupted one's, another world
+//      size's) and the temporaries of interrupted writes, best effort (a failure is logged).
+// A save killed before 3 leaves the old manifest and the files it names untouched, beside
+// stray files of no manifest; one killed during 4 leaves the new checkpoint complete. Either
+// way the next successful save removes the leftovers. Load reads the manifest (refusing another
+// world size: resharding is not supported yet) and opens exactly the file it names for this
+// rank (a manifest of before generations names rank-<r>-of-<N>.ckpt: it still loads), which
+// each rank verifies completely, step included; the ranks agree that all succeeded before any
+// of them writes into its state, so a missing or corrupt file on one rank (named with its
+// rank) makes every rank throw with nothing changed. The working weights are then gathered
+// from their owners, as after an update.
 #include <filesystem>
 
 #include "runtime/checkpoint.h"
@@ -99,6 +111,7 @@ void Engine::save_checkpoint_impl(const std::string& dir) {
   st.shard_begin = m.shard.begin;
   st.shard_end = m.shard.end;
   comm::Communicator& comm = *m.comm;
+  // Move 1.
   on_every_rank(comm, "preparing checkpoint directory '" + dir + "'", [&] {
     if (m.rank != 0) return;
     std::error_code ec;
@@ -106,19 +119,38 @@ void Engine::save_checkpoint_impl(const std::string& dir) {
     if (ec) {
       ZORO_THROW(IoError, "cannot create checkpoint directory '" << dir << "': " << ec.message());
     }
-    remove_manifest(dir);
   });
+  std::int64_t generation = 0;
+  on_every_rank(comm, "choosing the generation of checkpoint '" + dir + "'",
+                [&] { generation = next_checkpoint_generation(dir); });
+  try {
+    comm.verify_agreement(static_cast<std::uint64_t>(generation),
+                          "the generation of the next save into checkpoint '" + dir + "'");
+  } catch (const InvalidArgument& e) {
+    ZORO_THROW(IoError, "the ranks see checkpoint directory '"
+                            << dir << "' differently (is it shared by every rank?): " << e.what());
+  }
+  CheckpointManifest manifest{
+      m.world, st.layout_fingerprint, st.config_fingerprint, st.steps_done, generation, {}};
+  for (int r = 0; r < m.world; ++r) {
+    manifest.files.push_back(rank_checkpoint_file(r, m.world, st.steps_done, generation));
+  }
+  // Move 2.
   on_every_rank(comm, "writing the rank files of checkpoint '" + dir + "'", [&] {
     try {
-      write_checkpoint(dir, st, sections, rank_checkpoint_file(m.rank, m.world));
+      write_checkpoint(dir, st, sections, manifest.files[static_cast<std::size_t>(m.rank)]);
     } catch (const IoError& e) {
       ZORO_THROW(IoError, "rank " << m.rank << ": " << e.what());
     }
   });
+  // Move 3: the commit.
   on_every_rank(comm, "writing the manifest of checkpoint '" + dir + "'", [&] {
-    if (m.rank != 0) return;
-    write_manifest(dir, {m.world, st.layout_fingerprint, st.config_fingerprint, st.steps_done});
+    if (m.rank == 0) write_manifest(dir, manifest);
   });
+  // Move 4. The agreement after it makes the directory hold just this checkpoint on every
+  // rank's return.
+  if (m.rank == 0) remove_unlisted_rank_files(dir, manifest);
+  comm.verify_agreement(0, "removing the older files of checkpoint '" + dir + "' ended");
 }
 
 void Engine::load_checkpoint(const std::string& dir) {
@@ -164,7 +196,7 @@ void Engine::load_checkpoint_impl(const std::string& dir) {
     expect.rank = m.rank;
     expect.shard_begin = m.shard.begin;
     expect.shard_end = m.shard.end;
-    const std::string file = rank_checkpoint_file(m.rank, m.world);
+    std::string file;  // as the manifest names it
     bool agreed = false;
     const auto agree = [&](bool ok) {
       agreed = true;
@@ -182,10 +214,12 @@ void Engine::load_checkpoint_impl(const std::string& dir) {
       if (!manifest) {
         std::error_code ec;
         if (std::filesystem::exists(dir + "/" + kCheckpointFile, ec)) refuse_world(1);
-        ZORO_THROW(IoError, "checkpoint '" << dir << "' has no " << kManifestFile
-                                           << " (not a checkpoint, or an interrupted save)");
+        ZORO_THROW(IoError, "checkpoint '"
+                                << dir << "' has no " << kManifestFile
+                                << " (not a checkpoint, or its first save was interrupted)");
       }
       if (manifest->world_size != m.world) refuse_world(manifest->world_size);
+      file = manifest->files[static_cast<std::size_t>(m.rank)];
       try {
         st = read_checkpoint(dir, expect, sections, file, [&](const CheckpointState& got) {
           ZORO_CHECK(got.steps_done == manifest->steps_done,

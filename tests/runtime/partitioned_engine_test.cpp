@@ -24,6 +24,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string_view>
 
@@ -219,6 +220,23 @@ class SharedDir {
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+// The names in a directory.
+std::set<std::string> files_in(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+// What a checkpoint directory holds after a successful save: its manifest and the files it
+// names, nothing else.
+std::set<std::string> committed(const CheckpointManifest& manifest) {
+  std::set<std::string> names(manifest.files.begin(), manifest.files.end());
+  names.insert(kManifestFile);
+  return names;
 }
 
 // ---- parity with one rank fed the mean ----------------------------------------------------
@@ -435,12 +453,15 @@ INSTANTIATE_TEST_SUITE_P(Configs, PartitionedScalars, ::testing::ValuesIn(scalar
 
 // Forwards to a real communicator until forbid(); after it, a collective is counted and not
 // issued (so an engine that wrongly issues one fails the test instead of hanging it), and
-// fail_next() makes the next collective throw BackendError at the call, as a failed enqueue.
+// fail_next() makes the next collective throw BackendError at the call, as a failed enqueue;
+// fail_agreement(part) does so for the next verify_agreement whose `what` contains `part`
+// (both from the thread that issues the collectives).
 class WatchedComm final : public comm::Communicator {
  public:
   explicit WatchedComm(comm::Communicator& inner) : inner_(inner) {}
   void forbid() { forbidden_ = true; }
   void fail_next() { fail_next_ = true; }
+  void fail_agreement(std::string part) { fail_agreement_ = std::move(part); }
   int refused() const { return refused_; }
 
   int rank() const noexcept override { return inner_.rank(); }
@@ -472,6 +493,11 @@ class WatchedComm final : public comm::Communicator {
     inner_.barrier(stream);
   }
   void verify_agreement(std::uint64_t fingerprint, std::string_view what) override {
+    if (!fail_agreement_.empty() && what.find(fail_agreement_) != std::string_view::npos) {
+      fail_agreement_.clear();
+      throw BackendError("injected failure of verify_agreement(" + std::string(what) + ")", "test",
+                         1);
+    }
     if (intercept("verify_agreement")) return;
     inner_.verify_agreement(fingerprint, what);
   }
@@ -491,6 +517,7 @@ class WatchedComm final : public comm::Communicator {
 
   comm::Communicator& inner_;
   std::atomic<bool> forbidden_{false}, fail_next_{false};
+  std::string fail_agreement_;
   std::atomic<int> refused_{0};
 };
 
@@ -709,13 +736,17 @@ TEST(PartitionedCheckpoint, ResumesOnTheSameRanksExactly) {
   const int saved_at = 3 * cfg.grad_accum_steps;
   for (int i = 0; i < saved_at; ++i) a.feed->micro_step(mine(i));
   a.engine.save_checkpoint(dir.path());
-  for (int r = 0; r < ranks.size(); ++r) {
-    EXPECT_TRUE(std::filesystem::exists(dir.path() + "/" + rank_checkpoint_file(r, ranks.size())));
-  }
   const auto manifest = read_manifest(dir.path());
   ASSERT_TRUE(manifest.has_value());
   EXPECT_EQ(manifest->world_size, ranks.size());
   EXPECT_EQ(manifest->steps_done, 3);
+  EXPECT_EQ(manifest->generation, 1);
+  for (int r = 0; r < ranks.size(); ++r) {
+    EXPECT_EQ(manifest->files[static_cast<std::size_t>(r)],
+              rank_checkpoint_file(r, ranks.size(), 3, 1));
+    EXPECT_TRUE(
+        std::filesystem::exists(dir.path() + "/" + manifest->files[static_cast<std::size_t>(r)]));
+  }
   for (int i = saved_at; i < static_cast<int>(micro.size()); ++i) a.feed->micro_step(mine(i));
 
   // Let a's last collectives finish before b's finalize makes blocking host-side MPI calls on
@@ -821,7 +852,9 @@ TEST(PartitionedCheckpoint, MissingOrCorruptRankFileNamesItAndChangesNothing) {
   TrainedRun b(cfg, ranks.comm(), zeros);
   const std::vector<float> before = b.engine.master(b.ids[3]);
   const int victim = ranks.size() - 1;
-  const std::string victim_file = rank_checkpoint_file(victim, ranks.size());
+  const auto manifest = read_manifest(dir.path());
+  ASSERT_TRUE(manifest.has_value());
+  const std::string victim_file = manifest->files[static_cast<std::size_t>(victim)];
 
   const auto expect_refused = [&](const char* why_victim) {
     try {
@@ -866,6 +899,166 @@ TEST(PartitionedCheckpoint, MissingOrCorruptRankFileNamesItAndChangesNothing) {
   } catch (const IoError& e) {
     EXPECT_TRUE(contains(e.what(), "has no manifest.txt")) << e.what();
   }
+}
+
+// Everything a loaded checkpoint decides, read back through the engine (collective: master()
+// and moment() gather; each flushes, so working() is the master's rounding).
+struct Snapshot {
+  std::int64_t step = 0;
+  std::vector<std::vector<float>> values;  // per parameter: master, moments, working
+  bool operator==(const Snapshot&) const = default;
+};
+void PrintTo(const Snapshot& s, std::ostream* os) {
+  *os << "step " << s.step << " with " << s.values.size() << " arrays";
+}
+
+Snapshot snapshot(Engine& e, const std::vector<ParamId>& ids) {
+  Snapshot s;
+  s.step = e.step();
+  for (ParamId p : ids) {
+    s.values.push_back(e.master(p));
+    s.values.push_back(e.moment(p, 0));
+    s.values.push_back(e.moment(p, 1));
+    s.values.push_back(e.working(p));
+  }
+  return s;
+}
+
+void train_steps(TrainedRun& run, std::mt19937_64& rng, int steps, const Ranks& ranks) {
+  const Config& cfg = run.engine.config();
+  for (int i = 0; i < steps * cfg.grad_accum_steps; ++i) {
+    run.feed->micro_step(
+        draw_grads(rng, ranks.size(), cfg.grad_dtype)[static_cast<std::size_t>(ranks.rank())]);
+  }
+}
+
+// A save killed after (or while) its rank files were written, before its manifest replaced the
+// old one, loses nothing: the old manifest names the old files, which it never wrote over.
+TEST(PartitionedCheckpoint, AnInterruptedSaveLeavesThePreviousOneLoadable) {
+  ZORO_TRACE_SEED();
+  Ranks ranks;
+  const std::uint64_t seed = shared_seed();
+  const Config cfg = checkpoint_config();
+  std::mt19937_64 rng(seed ^ 0x1e5a);
+  const auto init = initial_values(rng);
+  SharedDir dir("interrupted", seed, ranks.size());
+  WatchedComm watched(ranks.comm());
+  TrainedRun a(cfg, watched, init);
+  train_steps(a, rng, 2, ranks);
+  a.engine.save_checkpoint(dir.path());
+  const Snapshot saved = snapshot(a.engine, a.ids);
+  const auto manifest = read_manifest(dir.path());
+  ASSERT_TRUE(manifest.has_value());
+  EXPECT_EQ(manifest->steps_done, 2);
+  const std::int64_t next = manifest->generation + 1;
+  EXPECT_EQ(next_checkpoint_generation(dir.path()), next);
+
+  // The save of step 3 dies on every rank after writing its rank file, at the agreement that
+  // precedes the manifest (as a job killed there).
+  train_steps(a, rng, 1, ranks);
+  watched.fail_agreement("writing the rank files");
+  EXPECT_THROW(a.engine.save_checkpoint(dir.path()), BackendError);
+  barrier();  // each rank threw without waiting for the others' writes
+  std::vector<std::string> strays;
+  for (int r = 0; r < ranks.size(); ++r) {
+    strays.push_back(rank_checkpoint_file(r, ranks.size(), 3, next));
+    EXPECT_TRUE(std::filesystem::exists(dir.path() + "/" + strays.back())) << strays.back();
+  }
+  const auto after = read_manifest(dir.path());
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->generation, manifest->generation);
+  EXPECT_EQ(after->files, manifest->files);
+  // And a temporary of an atomic write that never got its rename.
+  if (ranks.rank() == 0) {
+    std::ofstream(dir.path() + "/" + strays[0] + ".tmp.12345.678") << "half a rank file";
+  }
+  barrier();
+
+  std::vector<std::vector<float>> zeros;
+  for (const auto& s : kModel) zeros.emplace_back(numel(s), 0.f);
+  TrainedRun b(cfg, ranks.comm(), zeros);
+  b.engine.load_checkpoint(dir.path());
+  EXPECT_EQ(snapshot(b.engine, b.ids), saved) << "beside the complete rank files of a newer save";
+
+  // Killed while writing them: a torn one (worse than an atomic write can leave).
+  barrier();
+  if (ranks.rank() == 0) {
+    const std::string torn = dir.path() + "/" + strays.back();
+    std::filesystem::resize_file(torn, std::filesystem::file_size(torn) / 2);
+  }
+  barrier();
+  b.engine.load_checkpoint(dir.path());
+  EXPECT_EQ(snapshot(b.engine, b.ids), saved) << "beside a torn rank file of a newer save";
+
+  // The next save never writes over the strays' names, and removes them once it is committed.
+  EXPECT_EQ(next_checkpoint_generation(dir.path()), next + 1);
+  barrier();
+  b.engine.save_checkpoint(dir.path());
+  const auto now = read_manifest(dir.path());
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->generation, next + 1);
+  EXPECT_EQ(now->steps_done, 2);
+  EXPECT_EQ(files_in(dir.path()), committed(*now));
+}
+
+// A final checkpoint right after a periodic one saves twice at one step: the second must not
+// write over the files the first one's manifest names, and each save removes the older files.
+// Nor may a save at the manifest's step with other contents (another run's, in the same
+// directory) that dies before its manifest: the manifest would name a mix of the two runs' files.
+TEST(PartitionedCheckpoint, SavingTwiceAtOneStepThenLoading) {
+  ZORO_TRACE_SEED();
+  Ranks ranks;
+  const std::uint64_t seed = shared_seed();
+  const Config cfg = checkpoint_config();
+  std::mt19937_64 rng(seed ^ 0x7a1c);
+  const auto init = initial_values(rng);
+  SharedDir dir("twice", seed, ranks.size());
+  TrainedRun a(cfg, ranks.comm(), init);
+  train_steps(a, rng, 2, ranks);
+  a.engine.save_checkpoint(dir.path());
+  const auto first = read_manifest(dir.path());
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->generation, 1);
+  EXPECT_EQ(files_in(dir.path()), committed(*first));
+  barrier();  // every rank has listed before the next save removes files
+
+  a.engine.save_checkpoint(dir.path());
+  const auto second = read_manifest(dir.path());
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->generation, 2);
+  EXPECT_EQ(second->steps_done, 2);
+  for (int r = 0; r < ranks.size(); ++r) {
+    EXPECT_EQ(second->files[static_cast<std::size_t>(r)],
+              rank_checkpoint_file(r, ranks.size(), 2, 2));
+  }
+  EXPECT_EQ(files_in(dir.path()), committed(*second)) << "the first save's files remain";
+  const Snapshot saved = snapshot(a.engine, a.ids);
+  a.engine.flush();
+
+  {
+    WatchedComm watched(ranks.comm());
+    std::mt19937_64 other_rng(seed ^ 0x07e4);
+    TrainedRun other(cfg, watched, initial_values(other_rng));
+    train_steps(other, other_rng, 2, ranks);
+    watched.fail_agreement("writing the rank files");
+    EXPECT_THROW(other.engine.save_checkpoint(dir.path()), BackendError);
+  }
+  barrier();
+
+  std::vector<std::vector<float>> zeros;
+  for (const auto& s : kModel) zeros.emplace_back(numel(s), 0.f);
+  TrainedRun b(cfg, ranks.comm(), zeros);
+  b.engine.load_checkpoint(dir.path());
+  EXPECT_EQ(snapshot(b.engine, b.ids), saved);
+
+  // A later step's save replaces them in turn, past the generation of the one that died.
+  train_steps(b, rng, 1, ranks);
+  b.engine.save_checkpoint(dir.path());
+  const auto third = read_manifest(dir.path());
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->generation, 4);
+  EXPECT_EQ(third->steps_done, 3);
+  EXPECT_EQ(files_in(dir.path()), committed(*third));
 }
 
 }  // namespace

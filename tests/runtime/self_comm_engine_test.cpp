@@ -1,5 +1,6 @@
 // The engine with a communicator of one rank is the single-rank engine, bit for bit; and the
-// single-rank side of partitioned checkpoints (the manifest, world-size refusals) without MPI.
+// single-rank side of partitioned checkpoints (the manifest, generations, world-size
+// refusals) without MPI.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -7,11 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <span>
 #include <string_view>
 
 #include "comm/communicator.h"
 #include "runtime/base/error.h"
+#include "runtime/base/file_util.h"
 #include "runtime/checkpoint.h"
 #include "runtime/engine.h"
 #include "tests/runtime/grad_feeder.h"
@@ -224,12 +227,17 @@ TEST(PartitionedCheckpoint, OneRankRefusesACheckpointOfManyRanks) {
   }
   add_model(e, init);
   e.finalize();
-  write_manifest(dir, {3, e.layout().fingerprint(), cfg.fingerprint(), 7});
+  CheckpointManifest written{3, e.layout().fingerprint(), cfg.fingerprint(), 7, 2, {}};
+  for (int r = 0; r < 3; ++r) written.files.push_back(rank_checkpoint_file(r, 3, 7, 2));
+  write_manifest(dir, written);
   const auto m = read_manifest(dir);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->world_size, 3);
   EXPECT_EQ(m->steps_done, 7);
   EXPECT_EQ(m->layout_fingerprint, e.layout().fingerprint());
+  EXPECT_EQ(m->generation, 2);
+  EXPECT_EQ(m->files, written.files);
+  EXPECT_EQ(m->files[1], "rank-1-of-3.step-7.gen-2.ckpt");
   try {
     e.load_checkpoint(dir);
     ADD_FAILURE() << "a checkpoint of 3 ranks was loaded by one";
@@ -256,6 +264,102 @@ TEST(PartitionedCheckpoint, OneRankRefusesACheckpointOfManyRanks) {
       },
       IoError);
   EXPECT_FALSE(read_manifest(dir + "/absent").has_value());
+  std::filesystem::remove_all(dir);
+}
+
+// A manifest as text, with its checksum (as write_manifest does, but free to be anything).
+void write_manifest_text(const std::string& dir, std::string text) {
+  text += "crc32c=" + std::to_string(crc32c(text.data(), text.size())) + "\n";
+  std::ofstream(dir + "/" + kManifestFile, std::ios::binary) << text;
+}
+
+void touch(const std::string& path) { std::ofstream(path) << "x"; }
+
+std::set<std::string> files_in(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.insert(entry.path().filename().string());
+  }
+  return names;
+}
+
+// Note [Partitioned checkpoint]: the manifest names its rank files; a new save takes a
+// generation no file present has; a committed save removes the others.
+TEST(PartitionedCheckpoint, ManifestNamesTheFilesOfItsGeneration) {
+  const std::string dir = scratch_dir("generations");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(next_checkpoint_generation(dir), 1) << "a directory that does not exist yet";
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(next_checkpoint_generation(dir), 1);
+
+  // A manifest of before generations names rank-<r>-of-<N>.ckpt: generation 0, still loadable.
+  write_manifest_text(dir,
+                      "zoro-manifest=1\nworld_size=2\nlayout_fingerprint=5\n"
+                      "config_fingerprint=6\nsteps_done=4\n"
+                      "file=rank-0-of-2.ckpt\nfile=rank-1-of-2.ckpt\n");
+  auto m = read_manifest(dir);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->generation, 0);
+  EXPECT_EQ(m->files, (std::vector<std::string>{"rank-0-of-2.ckpt", "rank-1-of-2.ckpt"}));
+  EXPECT_EQ(next_checkpoint_generation(dir), 1);
+
+  // Malformed: not one file per rank, or a name outside the directory.
+  const auto expect_malformed = [&](const std::string& text, const std::string& why) {
+    write_manifest_text(dir, text);
+    try {
+      (void)read_manifest(dir);
+      ADD_FAILURE() << "a manifest with " << why << " was read";
+    } catch (const IoError& err) {
+      EXPECT_NE(std::string(err.what()).find("malformed"), std::string::npos) << err.what();
+      EXPECT_NE(std::string(err.what()).find(why), std::string::npos) << err.what();
+    }
+  };
+  const std::string head =
+      "zoro-manifest=1\nworld_size=2\nlayout_fingerprint=5\nconfig_fingerprint=6\n"
+      "steps_done=4\ngeneration=3\n";
+  expect_malformed(head + "file=rank-0-of-2.step-4.gen-3.ckpt\n",
+                   "names 1 rank file(s) for world_size 2");
+  expect_malformed(head + "file=rank-0-of-2.step-4.gen-3.ckpt\nfile=../elsewhere.ckpt\n",
+                   "file name '../elsewhere.ckpt'");
+
+  // The next generation is past the manifest's and every rank file's, readable manifest or not.
+  CheckpointManifest current{2, 5, 6, 4, 3, {}};
+  for (int r = 0; r < 2; ++r) current.files.push_back(rank_checkpoint_file(r, 2, 4, 3));
+  write_manifest(dir, current);
+  EXPECT_EQ(next_checkpoint_generation(dir), 4);
+  for (const auto& f : current.files) touch(dir + "/" + f);
+  const std::string stray = rank_checkpoint_file(1, 2, 5, 6);  // an interrupted save's
+  touch(dir + "/" + stray);
+  EXPECT_EQ(next_checkpoint_generation(dir), 7);
+  {
+    std::fstream f(dir + "/" + kManifestFile, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('9');
+  }
+  EXPECT_EQ(next_checkpoint_generation(dir), 7) << "an unreadable manifest";
+  write_manifest(dir, current);
+
+  // Removing: every rank file the manifest does not name (older, interrupted, of before
+  // generations, of another world size) and temporaries of interrupted writes; nothing else.
+  const std::vector<std::string> others = {
+      stray,
+      rank_checkpoint_file(0, 2, 2, 1),
+      "rank-0-of-2.ckpt",
+      rank_checkpoint_file(3, 4, 4, 2),
+      rank_checkpoint_file(0, 2, 5, 6) + ".tmp.4242.17",
+      std::string(kManifestFile) + ".tmp.4242.18",
+  };
+  const std::vector<std::string> unrelated = {kCheckpointFile, "notes.txt", "rank-0-of-2.ckpt.bak",
+                                              "rank-x-of-2.ckpt",
+                                              "rank-0-of-2.step-4.gen-3.ckpt.old"};
+  for (const auto& f : others) touch(dir + "/" + f);
+  for (const auto& f : unrelated) touch(dir + "/" + f);
+  EXPECT_EQ(remove_unlisted_rank_files(dir, current), others.size());
+  std::set<std::string> kept(unrelated.begin(), unrelated.end());
+  kept.insert(current.files.begin(), current.files.end());
+  kept.insert(kManifestFile);
+  EXPECT_EQ(files_in(dir), kept);
+  EXPECT_EQ(remove_unlisted_rank_files(dir + "/absent", current), 0u) << "best effort";
   std::filesystem::remove_all(dir);
 }
 
