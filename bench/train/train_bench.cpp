@@ -172,12 +172,7 @@ Options parse(int argc, char** argv) {
 }
 
 GptConfig model_shape(const Options& o) {
-  GptConfig c = GptConfig::preset(o.preset);
-  if (o.layers > 0) c.layers = o.layers;
-  if (o.heads > 0) c.heads = o.heads;
-  if (o.channels > 0) c.channels = o.channels;
-  if (o.vocab > 0) c.vocab = o.vocab;
-  if (o.max_seq > 0) c.max_seq = o.max_seq;
+  GptConfig c = GptConfig::preset(o.preset, o.layers, o.heads, o.channels, o.vocab, o.max_seq);
   c.validate();
   return c;
 }

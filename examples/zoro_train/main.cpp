@@ -137,12 +137,8 @@ void check_data(const TrainOptions& opt, const Data& data, int rank, int world) 
 }
 
 GptConfig model_config(const TrainOptions& opt, const Data& data) {
-  GptConfig c = GptConfig::preset(opt.preset);
-  if (opt.layers > 0) c.layers = opt.layers;
-  if (opt.heads > 0) c.heads = opt.heads;
-  if (opt.channels > 0) c.channels = opt.channels;
-  if (opt.max_seq > 0) c.max_seq = opt.max_seq;
-  if (opt.vocab > 0) c.vocab = opt.vocab;
+  GptConfig c =
+      GptConfig::preset(opt.preset, opt.layers, opt.heads, opt.channels, opt.vocab, opt.max_seq);
   const int need = data.source->vocab_size();
   if (opt.vocab > 0) {
     ZORO_CHECK(opt.vocab >= need, "--vocab " << opt.vocab << " is smaller than the "
@@ -407,11 +403,12 @@ int train(const TrainOptions& opt, const std::string& spec, device::Device& devi
     StepResult r = trainer.step(batches);
     for (const LoadedBatch& b : loaded) loader.release(b, compute);
     ++step;
-    // Every rank takes the same decisions: the loss logged is the mean over ranks, the time
-    // spent the longest any rank took (fp16's skipped overflow steps are not divergence).
-    const double hours = seconds_since(t_loop) / 3600;
-    r.loss = over_ranks(*params, world, {r.loss}, comm::ReduceOp::kSum)[0] / world;
-    const double max_hours = over_ranks(*params, world, {hours}, comm::ReduceOp::kMax)[0];
+    // Every rank takes the same decisions: the loss logged and the time spent are the means
+    // over the ranks, one collective (fp16's skipped overflow steps are not divergence).
+    const std::vector<double> means =
+        over_ranks(*params, world, {r.loss, seconds_since(t_loop) / 3600}, comm::ReduceOp::kSum);
+    r.loss = means[0] / world;
+    const double hours = means[1] / world;
     if (!first_loss) first_loss = r.loss;
     last_loss = r.loss;
     ZORO_CHECK_T(Error, std::isfinite(r.loss) || cfg.uses_loss_scaling(),
@@ -465,7 +462,7 @@ int train(const TrainOptions& opt, const std::string& spec, device::Device& devi
       if (!first_eval) first_eval = e;
       last_eval = e;
       out.line("eval @ step ", step, ": ", describe(e));
-      evals.push_back({step, max_hours, e.loss});
+      evals.push_back({step, hours, e.loss});
       if (json) {
         nlohmann::json j = {{"eval_step", step}, {"eval_loss", e.loss}};
         if (e.score) {
@@ -479,7 +476,7 @@ int train(const TrainOptions& opt, const std::string& spec, device::Device& devi
       checkpoint(step);
     }
     if (step < opt.steps) {
-      if (auto why = should_stop(stop_rule, max_hours, evals)) {
+      if (auto why = should_stop(stop_rule, hours, evals)) {
         stopped_because = *why;
         break;
       }

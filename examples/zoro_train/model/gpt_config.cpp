@@ -42,6 +42,17 @@ GptConfig GptConfig::preset(std::string_view name) {
              "unknown model preset '" << name << "' (known: " << names.str() << ")");
 }
 
+GptConfig GptConfig::preset(std::string_view name, int layers, int heads, int channels, int vocab,
+                            int max_seq) {
+  GptConfig c = preset(name);
+  if (layers > 0) c.layers = layers;
+  if (heads > 0) c.heads = heads;
+  if (channels > 0) c.channels = channels;
+  if (vocab > 0) c.vocab = vocab;
+  if (max_seq > 0) c.max_seq = max_seq;
+  return c;
+}
+
 std::vector<std::string> GptConfig::preset_names() {
   std::vector<std::string> out;
   for (const auto& p : kPresets) out.emplace_back(p.name);

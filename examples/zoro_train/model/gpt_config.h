@@ -32,6 +32,10 @@ struct GptConfig {
   // "default" (the embedded default run's model: byte vocabulary, small enough to train
   // visibly on two CPU cores). InvalidArgument listing the names for an unknown one.
   static GptConfig preset(std::string_view name);
+  // A preset with some dimensions replaced (0 keeps the preset's), as the command lines of
+  // zoro-train and zoro-bench-train give them; not validated (callers may adjust more first).
+  static GptConfig preset(std::string_view name, int layers, int heads, int channels, int vocab,
+                          int max_seq);
   static std::vector<std::string> preset_names();
 
   // InvalidArgument naming the first bad field ("channels=100 is not a multiple of heads=3").
